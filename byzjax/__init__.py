@@ -1,0 +1,3 @@
+"""byzjax: Byzantine-robust distributed learning in JAX."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,397 @@
+"""Fast building blocks over the short worker axis of an (n, d) matrix.
+
+Two kinds of kernels back every rule:
+
+* Coordinate-wise order statistics use a min/max sorting network over the n
+  rows. Each comparator is two elementwise ops on (d,) rows, which XLA fuses
+  into one pass over memory. On XLA:CPU this was measured about 130x faster than
+  ``jnp.sort(x, axis=0)`` for n = 17 (benchmarks/aggregators.py).
+* Distance-based rules work in "distance space": the n x n matrix of squared
+  distances D is computed once (each entry a fused reduction over d, with no
+  cancellation), every nearest-neighbour set, Krum score, Weiszfeld iterate,
+  mixing (NNM, bucketing) or clipping factor is derived from D and the row
+  norms, and the data is touched again only for one final weighted sum
+  ``w @ X``. For affine combinations a, b of the rows,
+  ||(a - b) X||^2 = -1/2 (a - b)^T D (a - b).
+
+Non-finite rows (Byzantine workers may send inf or NaN) are handled here once:
+a row whose squared norm is not finite is "bad", is treated as infinitely far
+from every other row, and is zeroed before any weighted sum so that a zero
+weight really removes it.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import List, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Above this many rows, pairwise reductions and sorting networks compile slowly;
+# switch to XLA's dot and sort.
+_MAX_UNROLLED_ROWS = 32
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """The dtype rules compute in: float64 stays, everything else is float32."""
+  return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
+
+
+# ----------------------------------------------------------------------------
+# Sorting networks.
+
+
+@functools.lru_cache(maxsize=None)
+def sorting_network(n: int) -> Tuple[Tuple[int, int], ...]:
+  """Comparators of Batcher's odd-even merge sort for n inputs.
+
+  The network for the next power of two is pruned of comparators that touch a
+  padding position (padding with +inf makes them no-ops).
+
+  Args:
+    n: number of inputs.
+
+  Returns:
+    A tuple of (i, j) pairs, i < j: after each, position i holds the min.
+  """
+  p = 1
+  while p < n:
+    p *= 2
+  comparators: List[Tuple[int, int]] = []
+
+  def merge(lo: int, hi: int, r: int) -> None:
+    step = r * 2
+    if step < hi - lo:
+      merge(lo, hi, step)
+      merge(lo + r, hi, step)
+      comparators.extend((i, i + r) for i in range(lo + r, hi - r, step))
+    else:
+      comparators.append((lo, lo + r))
+
+  def sort(lo: int, hi: int) -> None:
+    if hi - lo >= 1:
+      mid = lo + (hi - lo) // 2
+      sort(lo, mid)
+      sort(mid + 1, hi)
+      merge(lo, hi, 1)
+
+  sort(0, p - 1)
+  return tuple((i, j) for i, j in comparators if j < n)
+
+
+def sorted_rows(x: jax.Array) -> List[jax.Array]:
+  """The rows of ``x`` sorted per coordinate, as a list of n (d,) arrays.
+
+  NaN is mapped to +inf first, so a NaN coordinate counts as the largest value
+  (infinitely far) and never poisons a comparison. Unused outputs are removed by
+  XLA's dead-code elimination, so selecting a few order statistics costs less
+  than a full sort.
+
+  Args:
+    x: (n, d) array in a compute dtype.
+
+  Returns:
+    List of n arrays of shape (d,), ascending per coordinate.
+  """
+  x = jnp.where(jnp.isnan(x), jnp.inf, x)
+  n = x.shape[0]
+  if n > _MAX_UNROLLED_ROWS:
+    s = jnp.sort(x, axis=0)
+    return [s[i] for i in range(n)]
+  rows = [x[i] for i in range(n)]
+  for i, j in sorting_network(n):
+    a, b = rows[i], rows[j]
+    rows[i], rows[j] = jnp.minimum(a, b), jnp.maximum(a, b)
+  return rows
+
+
+def row_sum(rows: Sequence[jax.Array]) -> jax.Array:
+  """Sum of a list of rows as a balanced tree of adds (accurate, fusable)."""
+  rows = list(rows)
+  while len(rows) > 1:
+    rows = [rows[i] + rows[i + 1] if i + 1 < len(rows) else rows[i]
+            for i in range(0, len(rows), 2)]
+  return rows[0]
+
+
+def median_of_sorted(s: Sequence[jax.Array]) -> jax.Array:
+  """Median from sorted rows (mean of the two middle rows for even count)."""
+  m = len(s)
+  if m % 2:
+    return s[m // 2]
+  return 0.5 * (s[m // 2 - 1] + s[m // 2])
+
+
+def mean_around_median(s: Sequence[jax.Array], keep: int) -> jax.Array:
+  """Per coordinate, the mean of the ``keep`` sorted values closest to the median.
+
+  The ``keep`` values closest to the median form a contiguous window of the
+  sorted values; of the ``m - keep + 1`` windows, the one whose farthest value
+  is closest to the median wins (the lowest window on ties).
+
+  Args:
+    s: m sorted rows (from ``sorted_rows``).
+    keep: how many values to average, 1 <= keep <= m.
+
+  Returns:
+    (d,) array.
+  """
+  m = len(s)
+  med = median_of_sorted(s)
+  best_cost = best_sum = None
+  for j in range(m - keep + 1):
+    cost = jnp.maximum(med - s[j], s[j + keep - 1] - med)
+    total = row_sum(s[j:j + keep])
+    if best_cost is None:
+      best_cost, best_sum = cost, total
+    else:
+      better = cost < best_cost
+      best_cost = jnp.where(better, cost, best_cost)
+      best_sum = jnp.where(better, total, best_sum)
+  return best_sum / keep
+
+
+# ----------------------------------------------------------------------------
+# Rows in "distance space".
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def pairwise_sq_distances(x: jax.Array) -> jax.Array:
+  """(n, n) squared distances ||x_i - x_j||^2 in the compute dtype.
+
+  For small n, each distance is one fused reduction over d of the difference of
+  two rows: on XLA:CPU at (17, 431080) this was measured 2.5x faster than the
+  dot ``x @ x.T`` (27.7 ms vs 11.2 ms) and it has no cancellation, so rows far
+  from the origin keep exact distances (translation equivariance). Above
+  ``_MAX_UNROLLED_ROWS`` rows, the Gram matrix of the rows centred on row 0 is
+  used instead.
+
+  Args:
+    x: (n, d) array.
+
+  Returns:
+    (n, n) symmetric array with a zero diagonal; entries are +inf or NaN where
+    a row is not finite.
+  """
+  n = x.shape[0]
+  cdt = compute_dtype(x.dtype)
+  if n > _MAX_UNROLLED_ROWS:
+    xc = x.astype(cdt) - x[:1].astype(cdt)
+    g = jnp.dot(xc, xc.T, precision=_HIGHEST)
+    diag = jnp.diagonal(g)
+    return jnp.maximum(diag[:, None] + diag[None, :] - 2.0 * g, 0.0)
+  upper_i, upper_j = np.triu_indices(n, 1)
+  if not len(upper_i):
+    return jnp.zeros((n, n), cdt)
+  vals = jnp.stack([jnp.sum(jnp.square(x[i].astype(cdt) - x[j].astype(cdt)))
+                    for i, j in zip(upper_i, upper_j)])
+  upper = jnp.zeros((n, n), cdt).at[upper_i, upper_j].set(vals)
+  return upper + upper.T
+
+
+def _mask_bad(dist: jax.Array, bad: jax.Array) -> jax.Array:
+  """Distances with +inf to and from bad rows (and non-finite entries), 0 diagonal."""
+  far = bad[:, None] | bad[None, :] | ~jnp.isfinite(dist)
+  dist = jnp.where(far, jnp.inf, jnp.maximum(dist, 0.0))
+  return jnp.where(jnp.eye(dist.shape[0], dtype=bool), 0.0, dist)
+
+
+def finite_or_zero(v: jax.Array) -> jax.Array:
+  return jnp.where(jnp.isfinite(v), v, 0.0)
+
+
+class Rows:
+  """The rows ``mix @ x`` of a worker matrix ``x``, with lazily computed geometry.
+
+  Pre-aggregations that are linear in the rows (NNM, bucketing, clipping, ARC)
+  return new ``Rows`` without touching the (n, d) data: only the (m, n) mixing
+  matrix and the (m, m) distances change. Distance-based rules then read the
+  distances and return one weight per row; the data is read again only for
+  one final weighted sum (``combine``). Coordinate-wise rules call
+  ``materialize``.
+
+  A row is "bad" when its squared norm is not finite (inf, NaN or overflow):
+  it is infinitely far from every other row, is zeroed before any weighted
+  sum, and every mixed row that uses it is bad too (NaN when materialized).
+
+  This is internal machinery, used while tracing one rule or one composition.
+  """
+
+  def __init__(self, x: jax.Array, *, mix: jax.Array | None = None,
+               parent: "Rows | None" = None, op: tuple | None = None):
+    self.x = x
+    self.mix = mix
+    self._parent = parent
+    self._op = op
+    self._cache: dict = {}
+
+  # --- shape -----------------------------------------------------------------
+  @property
+  def num_rows(self) -> int:
+    return self.x.shape[0] if self.mix is None else self.mix.shape[0]
+
+  @property
+  def dim(self) -> int:
+    return self.x.shape[1]
+
+  @property
+  def dtype(self):
+    return self.x.dtype
+
+  @property
+  def cdtype(self):
+    return compute_dtype(self.x.dtype)
+
+  def _cached(self, name, fn):
+    if name not in self._cache:
+      self._cache[name] = fn()
+    return self._cache[name]
+
+  # --- geometry ----------------------------------------------------------------
+  def sq_norms(self) -> jax.Array:
+    """(m,) squared norms, +inf for bad rows."""
+    return self._cached("sq_norms", self._sq_norms)
+
+  def bad(self) -> jax.Array:
+    """(m,) True where the row is bad (non-finite)."""
+    return self._cached("bad", self._bad)
+
+  def dist(self) -> jax.Array:
+    """(m, m) squared distances; +inf to and from bad rows; zero diagonal."""
+    return self._cached("dist", self._dist)
+
+  def _sq_norms(self):
+    if self._parent is None:
+      n2 = jnp.sum(jnp.square(self.x.astype(self.cdtype)), axis=1)
+      return jnp.where(jnp.isfinite(n2), n2, jnp.inf)
+    kind, arg = self._op
+    p = self._parent
+    pn = finite_or_zero(p.sq_norms())
+    if kind == "scale":
+      out = jnp.square(arg) * pn
+    else:
+      a = jnp.where(p.bad()[None, :], 0.0, arg)
+      k_diag = jnp.einsum("ai,ij,aj->a", a, finite_or_zero(p.dist()), a)
+      out = jnp.maximum(a @ pn - 0.5 * k_diag, 0.0)
+    return jnp.where(self.bad(), jnp.inf, out)
+
+  def _bad(self):
+    if self._parent is None:
+      return ~jnp.isfinite(self.sq_norms())
+    kind, arg = self._op
+    pbad = self._parent.bad()
+    if kind == "scale":
+      return pbad
+    return jnp.any((arg != 0) & pbad[None, :], axis=1)
+
+  def _dist(self):
+    if self._parent is None:
+      return _mask_bad(pairwise_sq_distances(self.x), self.bad())
+    kind, arg = self._op
+    p = self._parent
+    pd = finite_or_zero(p.dist())
+    if kind == "scale":
+      s = arg
+      pn = finite_or_zero(p.sq_norms())
+      sn = s * pn
+      # s_a s_b D_ab + (s_a - s_b)(s_a N_a - s_b N_b): exact when s_a = s_b.
+      out = (s[:, None] * s[None, :] * pd
+             + (s[:, None] - s[None, :]) * (sn[:, None] - sn[None, :]))
+    else:
+      # For affine rows (weights summing to 1), ||(a - b) @ x||^2 equals
+      # -1/2 (a - b)^T D (a - b): distances need no pass over the data.
+      a = jnp.where(p.bad()[None, :], 0.0, arg)
+      k = a @ pd @ a.T
+      kd = jnp.diagonal(k)
+      out = k - 0.5 * (kd[:, None] + kd[None, :])
+    return _mask_bad(out, self.bad())
+
+  # --- data ----------------------------------------------------------------------
+  def clean_x(self) -> jax.Array:
+    """The original rows in the compute dtype, bad original rows zeroed."""
+    root = self
+    while root._parent is not None:
+      root = root._parent
+    return root._cached("clean_x", lambda: clean_rows(
+        root.x.astype(root.cdtype), root.bad()))
+
+  def _root_mix(self) -> jax.Array | None:
+    return self.mix
+
+  def materialize(self) -> jax.Array:
+    """The (m, d) rows in the input dtype; mixed rows that are bad are NaN."""
+    if self.mix is None:
+      return self.x
+    def build():
+      y = jnp.dot(self.mix.astype(self.cdtype), self.clean_x(),
+                  precision=_HIGHEST)
+      return jnp.where(self.bad()[:, None], jnp.nan, y).astype(self.dtype)
+    return self._cached("rows", build)
+
+  def combine(self, weights: jax.Array) -> jax.Array:
+    """``weights @ rows`` as a (d,) vector in the input dtype (bad rows zeroed)."""
+    w = weights.astype(self.cdtype)
+    if self.mix is not None:
+      w = w @ self.mix.astype(self.cdtype)
+    return jnp.dot(w, self.clean_x(), precision=_HIGHEST).astype(self.dtype)
+
+  def select(self, index: jax.Array) -> jax.Array:
+    """Row ``index`` exactly (a gather when no pre-aggregation was applied)."""
+    if self.mix is None:
+      return jax.lax.dynamic_index_in_dim(self.x, index, keepdims=False)
+    return self.combine(jax.nn.one_hot(index, self.num_rows, dtype=self.cdtype))
+
+  def take(self, indices: jax.Array) -> jax.Array:
+    """Rows ``indices`` as a (k, d) array (bad rows NaN)."""
+    if self.mix is None:
+      rows = jnp.take(self.x, indices, axis=0)
+      return jnp.where(self.bad()[indices][:, None], jnp.nan, rows)
+    onehot = jax.nn.one_hot(indices, self.num_rows, dtype=self.cdtype)
+    return self.mixed(onehot).materialize()
+
+  # --- derived rows --------------------------------------------------------------
+  def mixed(self, a: jax.Array) -> "Rows":
+    """Rows ``a @ self`` for an (m', m) matrix whose rows each sum to 1."""
+    a = a.astype(self.cdtype)
+    mix = a if self.mix is None else a @ self.mix.astype(self.cdtype)
+    return Rows(self.x, mix=mix, parent=self, op=("mix", a))
+
+  def scaled(self, s: jax.Array) -> "Rows":
+    """Rows ``s_i * row_i``."""
+    s = s.astype(self.cdtype)
+    mix = jnp.diag(s) if self.mix is None else s[:, None] * self.mix
+    return Rows(self.x, mix=mix, parent=self, op=("scale", s))
+
+
+def clean_rows(x: jax.Array, bad: jax.Array) -> jax.Array:
+  """``x`` with bad rows zeroed, skipping the pass when no row is bad."""
+  return jax.lax.cond(jnp.any(bad), lambda v: jnp.where(bad[:, None], 0, v),
+                      lambda v: v, x)
+
+
+def sort_scores(dist: jax.Array, k: int) -> jax.Array:
+  """Krum scores: per row, the sum of its k smallest distances to other rows."""
+  n = dist.shape[0]
+  off = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, dist)
+  return jnp.sum(jnp.sort(off, axis=1)[:, :k], axis=1)
+
+# ----------------------------------------------------------------------------
+# Small helpers over (n,) / (n, n) arrays.
+
+
+def smallest_mask(values: jax.Array, k: int) -> jax.Array:
+  """Boolean mask of the k smallest entries of a vector (lowest index on ties)."""
+  n = values.shape[-1]
+  order = jnp.argsort(values, axis=-1, stable=True)
+  ranks = jnp.argsort(order, axis=-1, stable=True)
+  del n
+  return ranks < k
+
+
+def subsets(n: int, size: int) -> np.ndarray:
+  """All subsets of ``size`` of range(n) as a (C(n, size), size) index array."""
+  return np.array(list(itertools.combinations(range(n), size)), dtype=np.int32)

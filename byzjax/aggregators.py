@@ -1,0 +1,823 @@
+"""Robust aggregation rules: pure functions from an (n, d) matrix to a (d,) vector.
+
+Every rule is ``rule(x, *, f, **hyper)``: ``x`` holds one row per worker, ``f``
+is the number of Byzantine workers the rule must tolerate (a static Python
+int), hyperparameters are keyword-only. Rules are found by name
+(``get("trimmed_mean")``, ``names()``) and chained with pre-aggregations by
+``compose("nnm", "krum", f=4)``.
+
+Robustness to non-finite input: a Byzantine row may hold +/-inf, NaN or values
+whose squares overflow. Coordinate-wise rules read NaN as +inf (an extreme
+value, trimmed like any other); distance-based rules treat such a row as
+infinitely far from every other row, so it is never selected and gets weight
+zero. With at most f such rows, every rule but ``mean`` returns a finite vector.
+
+Speed (XLA:CPU, see benchmarks/aggregators.py): coordinate-wise rules run a
+min/max sorting network over the n rows instead of ``jnp.sort(x, axis=0)``;
+distance-based rules compute the n x n squared distances once and read the data
+again only for one final weighted sum.
+
+References:
+  Allouah et al., "Fixing by Mixing: A Recipe for Optimal Byzantine ML under
+  Heterogeneity", AISTATS 2023 (NNM, (f, kappa)-robustness, Appendix 8).
+  Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant
+  Gradient Descent", NeurIPS 2017 (Krum, Multi-Krum).
+  El Mhamdi et al., "The Hidden Vulnerability of Distributed Learning in
+  Byzantium", ICML 2018 (Bulyan, MDA). Damaskinos et al., "AggregaThor",
+  SysML 2019. Yin et al., ICML 2018 (median, trimmed mean). Xie et al. 2018
+  (MeaMed). Pillutla et al., "Robust Aggregation for Federated Learning"
+  (RFA, smoothed Weiszfeld). Gupta, Liu, Vaidya, "Comparative Gradient
+  Elimination" (CGE, median of means). Karimireddy et al., "Learning from
+  History for Byzantine Robust Optimization", ICML 2021 (centered clipping).
+  Allouah et al., "Robust Distributed Learning: Tight Error Bounds and
+  Breakdown Point under Data Heterogeneity", NeurIPS 2023 (CAF). Farhadkhani
+  et al., "Robust Collaborative Learning with Linear Gradient Overhead", ICML
+  2023 (MoNNA). Allouah et al., "On the Privacy-Robustness-Utility Trilemma in
+  Distributed Learning", ICML 2023 (SMEA).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from byzjax import _kernels as K
+from byzjax import _validate
+from byzjax import preaggregators
+from byzjax._kernels import Rows
+from byzjax._rules import Rule, no_hyper
+from byzjax.registry import Registry
+
+_REGISTRY: Registry[Rule] = Registry("aggregator")
+
+# Above this many Weiszfeld iterations, the geometric median iterates in
+# distance space (n x n work per iteration) instead of over the (n, d) data.
+_DIRECT_WEISZFELD_ITERATIONS = 8
+
+
+def _aggregator(name: str, check: Callable[..., Any] = no_hyper, **flags: Any):
+  def wrap(impl):
+    return _REGISTRY.register(name)(Rule(impl, name=name, kind="aggregator",
+                                         check=check, **flags))
+  return wrap
+
+
+def get(name: str) -> Rule:
+  """The aggregator registered as ``name`` (ValueError listing valid names)."""
+  return _REGISTRY.get(name)
+
+
+def names() -> list:
+  """Names of all registered aggregators."""
+  return _REGISTRY.names()
+
+
+# ---------------------------------------------------------------------------
+# Coordinate-wise rules.
+
+
+def _sorted(rows: Rows):
+  cdt = rows.cdtype
+  return [r.astype(cdt) for r in K.sorted_rows(rows.materialize())]
+
+
+@_aggregator("mean")
+def mean(rows: Rows, *, f: int) -> jax.Array:
+  """Average of the rows. Not robust: it propagates inf and NaN.
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers (ignored; any f >= 0).
+
+  Returns:
+    (d,) mean.
+  """
+  del f
+  y = rows.materialize()
+  cdt = rows.cdtype
+  total = K.row_sum([y[i].astype(cdt) for i in range(y.shape[0])])
+  return (total / y.shape[0]).astype(rows.dtype)
+
+
+@_aggregator("median")
+def median(rows: Rows, *, f: int) -> jax.Array:
+  """Coordinate-wise median (mean of the two middle values for even n).
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n.
+
+  Returns:
+    (d,) coordinate-wise median.
+
+  References:
+    Yin et al., "Byzantine-Robust Distributed Learning: Towards Optimal
+    Statistical Rates", ICML 2018. (f, kappa)-robust with
+    kappa = 4 (1 + f / (n - 2f))^2 (Allouah et al. 2023, Proposition 5).
+  """
+  del f
+  return K.median_of_sorted(_sorted(rows)).astype(rows.dtype)
+
+
+@_aggregator("trimmed_mean")
+def trimmed_mean(rows: Rows, *, f: int) -> jax.Array:
+  """Coordinate-wise trimmed mean (CWTM): drop the f smallest and f largest.
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of values trimmed on each side, 2f < n.
+
+  Returns:
+    (d,) average of the n - 2f middle values of each coordinate.
+
+  References:
+    Yin et al., ICML 2018. (f, kappa)-robust with
+    kappa = 6 f / (n - 2f) (1 + f / (n - 2f)) (Allouah et al. 2023, Prop. 2).
+  """
+  s = _sorted(rows)
+  n = len(s)
+  return (K.row_sum(s[f:n - f]) / (n - 2 * f)).astype(rows.dtype)
+
+
+@_aggregator("meamed")
+def meamed(rows: Rows, *, f: int) -> jax.Array:
+  """Mean around median: per coordinate, the mean of the n - f values closest
+  to the median (ties: the lower values).
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n.
+
+  Returns:
+    (d,) vector.
+
+  References:
+    Xie, Koyejo, Gupta, "Generalized Byzantine-tolerant SGD", 2018.
+  """
+  s = _sorted(rows)
+  return K.mean_around_median(s, len(s) - f).astype(rows.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Selection rules (Krum family).
+
+
+def _neighbours(rule: str, n: int, f: int, neighbours: Optional[int]) -> int:
+  if neighbours is None:
+    if n - f - 2 < 1:
+      raise ValueError(
+          f"{rule} with the default n - f - 2 neighbours (Blanchard et al.) "
+          f"needs n >= f + 3, got n={n}, f={f}; pass neighbours=n - f - 1 "
+          f"(the variant of Allouah et al. 2023) or another count in [1, n - 1]")
+    return n - f - 2
+  return _validate.check_int("neighbours", neighbours, low=1, high=n - 1,
+                             what=f"{rule}: ")
+
+
+def _check_krum(n: int, *, f: int, neighbours: Optional[int] = None) -> None:
+  _neighbours("krum", n, f, neighbours)
+
+
+@_aggregator("krum", check=_check_krum)
+def krum(rows: Rows, *, f: int, neighbours: Optional[int] = None) -> jax.Array:
+  """Krum: the row whose squared distances to its nearest neighbours sum least.
+
+  score(i) = sum of ||x_i - x_j||^2 over the ``neighbours`` rows j != i
+  nearest to x_i; the output is x_i of least score (lowest index on ties).
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n.
+    neighbours: rows in each score. Default n - f - 2 (Blanchard et al., as
+      in most libraries). ``n - f - 1`` gives the variant analysed by Allouah
+      et al. 2023 (n - f nearest vectors, the row itself included), which is
+      (f, kappa)-robust with kappa = 6 (1 + f / (n - 2f)) (Proposition 3).
+
+  Returns:
+    (d,) the selected row, bitwise.
+
+  References:
+    Blanchard et al., NeurIPS 2017.
+  """
+  k = _neighbours("krum", rows.num_rows, f, neighbours)
+  scores = K.sort_scores(rows.dist(), k)
+  return rows.select(jnp.argmin(scores))
+
+
+def _check_multi_krum(n: int, *, f: int, m: Optional[int] = None,
+                      neighbours: Optional[int] = None) -> None:
+  _neighbours("multi_krum", n, f, neighbours)
+  if m is not None:
+    _validate.check_int("m", m, low=1, high=n, what="multi_krum: ")
+
+
+@_aggregator("multi_krum", check=_check_multi_krum)
+def multi_krum(rows: Rows, *, f: int, m: Optional[int] = None,
+               neighbours: Optional[int] = None) -> jax.Array:
+  """Multi-Krum: the average of the m rows of least Krum score.
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n.
+    m: how many rows to average. Default n - f (as in ByzFL and most
+      libraries); AggregaThor's MULTI-KRUM uses n - f - 2 and the CGE paper
+      m = 2. m = 1 is Krum.
+    neighbours: rows in each Krum score, default n - f - 2 (see ``krum``).
+
+  Returns:
+    (d,) average of the selected rows.
+
+  References:
+    Blanchard et al., NeurIPS 2017; Damaskinos et al., AggregaThor, SysML 2019.
+  """
+  n = rows.num_rows
+  k = _neighbours("multi_krum", n, f, neighbours)
+  count = n - f if m is None else m
+  scores = K.sort_scores(rows.dist(), k)
+  chosen = K.smallest_mask(scores, count)
+  return rows.combine(chosen / count)
+
+
+_BULYAN_SELECTIONS = ("krum", "multi_krum")
+
+
+def _check_bulyan(n: int, *, f: int, selection: str = "krum") -> None:
+  if n < 4 * f + 3:
+    raise ValueError(f"bulyan needs n >= 4f + 3, got n={n}, f={f}; the largest "
+                     f"valid f is {(n - 3) // 4}" if n >= 3 else
+                     f"bulyan needs n >= 4f + 3, got n={n}, f={f}")
+  if selection not in _BULYAN_SELECTIONS:
+    raise ValueError(f"bulyan: selection must be one of {_BULYAN_SELECTIONS}, "
+                     f"got selection={selection!r}")
+
+
+@_aggregator("bulyan", check=_check_bulyan)
+def bulyan(rows: Rows, *, f: int, selection: str = "krum") -> jax.Array:
+  """Bulyan: select theta = n - 2f rows, then per coordinate average the
+  beta = theta - 2f selected values closest to their median.
+
+  Args:
+    rows: (n, d) array of worker vectors; needs n >= 4f + 3.
+    f: number of Byzantine workers.
+    selection: "krum" (El Mhamdi et al.: Krum applied theta times, each time
+      to the rows not yet selected, with max(r - f - 2, 1) neighbours among
+      the r remaining rows); or "multi_krum" (AggregaThor: the theta rows of
+      least Krum score, i.e. Multi-Krum's selection with m = theta).
+
+  Returns:
+    (d,) vector.
+
+  References:
+    El Mhamdi, Guerraoui, Rouault, ICML 2018; Damaskinos et al., SysML 2019.
+  """
+  n = rows.num_rows
+  theta, beta = n - 2 * f, n - 4 * f
+  dist = rows.dist()
+  if selection == "multi_krum":
+    scores = K.sort_scores(dist, n - f - 2)
+    chosen = jnp.argsort(scores, stable=True)[:theta]
+  else:
+    active = jnp.ones((n,), bool)
+    picks = []
+    for t in range(theta):
+      remaining = n - t
+      k = max(remaining - f - 2, 1)
+      masked = jnp.where(active[None, :], dist, jnp.inf)
+      scores = jnp.where(active, K.sort_scores(masked, k), jnp.inf)
+      pick = jnp.argmin(scores)
+      picks.append(pick)
+      active = active.at[pick].set(False)
+    chosen = jnp.stack(picks)
+  selected = rows.take(chosen)
+  cdt = rows.cdtype
+  s = [r.astype(cdt) for r in K.sorted_rows(selected)]
+  return K.mean_around_median(s, beta).astype(rows.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Subset rules.
+
+
+def _check_subsets(rule: str, n: int, f: int, max_subsets: int) -> None:
+  max_subsets = _validate.check_int("max_subsets", max_subsets, low=1,
+                                    what=f"{rule}: ")
+  count = math.comb(n, f)
+  if count > max_subsets:
+    raise ValueError(f"{rule} enumerates C(n, f) = C({n}, {f}) = {count} subsets, "
+                     f"more than max_subsets={max_subsets}; lower f or raise "
+                     f"max_subsets")
+
+
+def _kept_subsets(n: int, f: int) -> np.ndarray:
+  """(C(n, f), n) boolean masks of the subsets of size n - f, in the
+  lexicographic order of itertools.combinations."""
+  idx = K.subsets(n, n - f)
+  mask = np.zeros((len(idx), n), bool)
+  np.put_along_axis(mask, idx, True, axis=1)
+  return mask
+
+
+def _check_mda(n: int, *, f: int, max_subsets: int = 200_000) -> None:
+  _check_subsets("mda", n, f, max_subsets)
+
+
+@_aggregator("mda", check=_check_mda)
+def mda(rows: Rows, *, f: int, max_subsets: int = 200_000) -> jax.Array:
+  """Minimum diameter averaging: the average of the n - f rows of least diameter.
+
+  All C(n, f) subsets are enumerated as one index array and scored in one
+  vectorized pass over the n x n distances (the first subset in lexicographic
+  order wins ties).
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n.
+    max_subsets: refuse (ValueError) when C(n, f) exceeds this.
+
+  Returns:
+    (d,) vector.
+
+  References:
+    El Mhamdi, Guerraoui, Rouault, ICML 2018; Rousseeuw 1985.
+  """
+  n = rows.num_rows
+  keep = jnp.asarray(_kept_subsets(n, f))
+  dist = rows.dist()
+
+  def diameters(k):
+    pair = k[:, :, None] & k[:, None, :]
+    return jnp.max(jnp.where(pair, dist[None], -jnp.inf), axis=(1, 2))
+
+  diam = jax.lax.map(diameters, keep.reshape(-1, 1, n))[:, 0] \
+      if keep.shape[0] > 4096 else diameters(keep)
+  best = keep[jnp.argmin(diam)]
+  return rows.combine(best / (n - f))
+
+
+def _check_smea(n: int, *, f: int, max_subsets: int = 20_000) -> None:
+  _check_subsets("smea", n, f, max_subsets)
+
+
+def _centered_gram(dist: jax.Array, a: jax.Array) -> jax.Array:
+  """Inner products of the rows centred on the affine combination ``a``."""
+  r = dist @ a
+  t = a @ r
+  return -0.5 * (dist - r[:, None] - r[None, :] + t)
+
+
+@_aggregator("smea", check=_check_smea)
+def smea(rows: Rows, *, f: int, max_subsets: int = 20_000) -> jax.Array:
+  """Smallest maximum eigenvalue averaging: the mean of the n - f rows whose
+  empirical covariance has the least largest eigenvalue.
+
+  The largest eigenvalue of each subset's covariance is computed exactly, from
+  the (n - f) x (n - f) centred Gram matrix (ByzFL uses one power iteration
+  from a random start instead).
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n.
+    max_subsets: refuse (ValueError) when C(n, f) exceeds this.
+
+  Returns:
+    (d,) vector.
+
+  References:
+    Allouah, Guerraoui, Gupta, Pinot, Stephan, ICML 2023.
+  """
+  n = rows.num_rows
+  keep = jnp.asarray(_kept_subsets(n, f))
+  dist = K.finite_or_zero(rows.dist())
+  has_bad = jnp.any(keep & rows.bad()[None, :], axis=1)
+
+  def top_eigenvalue(k):
+    a = k / (n - f)
+    g = _centered_gram(dist, a) * (k[:, None] & k[None, :])
+    return jnp.linalg.eigvalsh(g)[-1] / (n - f)
+
+  lam = jnp.where(has_bad, jnp.inf, jax.vmap(top_eigenvalue)(keep))
+  best = keep[jnp.argmin(lam)]
+  return rows.combine(best / (n - f))
+
+
+# ---------------------------------------------------------------------------
+# Norm- and neighbourhood-based rules.
+
+
+@_aggregator("cge")
+def cge(rows: Rows, *, f: int) -> jax.Array:
+  """Comparative gradient elimination: drop the f rows of largest norm and
+  average the rest (lowest index kept on ties).
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n.
+
+  Returns:
+    (d,) vector.
+
+  References:
+    Gupta, Liu, Vaidya, "Byzantine Fault-Tolerant Distributed Machine Learning
+    with Norm-Based Comparative Gradient Elimination", Section 3.1.
+  """
+  n = rows.num_rows
+  keep = K.smallest_mask(rows.sq_norms(), n - f)
+  return rows.combine(keep / (n - f))
+
+
+def _check_monna(n: int, *, f: int, index: int = 0) -> None:
+  _validate.check_int("index", index, low=0, high=n - 1, what="monna: ")
+
+
+@_aggregator("monna", check=_check_monna)
+def monna(rows: Rows, *, f: int, index: int = 0) -> jax.Array:
+  """MoNNA: the average of the n - f rows nearest to a trusted row (itself
+  included).
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n.
+    index: the trusted row (a worker's own vector in peer-to-peer learning).
+
+  Returns:
+    (d,) vector.
+
+  References:
+    Farhadkhani et al., ICML 2023.
+  """
+  n = rows.num_rows
+  if rows.mix is None and "dist" not in rows._cache:
+    x = rows.x.astype(rows.cdtype)
+    d2 = jnp.sum(jnp.square(x - x[index]), axis=1)
+    d2 = jnp.where(jnp.isfinite(d2) & ~rows.bad(), d2, jnp.inf).at[index].set(0.0)
+  else:
+    d2 = rows.dist()[index]
+  keep = K.smallest_mask(d2, n - f)
+  return rows.combine(keep / (n - f))
+
+
+@_aggregator("caf")
+def caf(rows: Rows, *, f: int) -> jax.Array:
+  """Covariance-bound agnostic filter.
+
+  Weights c start at 1 (0 for non-finite rows). While sum(c) > n - 2f: take the
+  weighted mean mu_c, the top eigenpair (lambda, v) of the weighted covariance
+  sum_i c_i (x_i - mu_c)(x_i - mu_c)^T / sum(c), tau_i = ((x_i - mu_c) . v)^2,
+  and c_i <- c_i (1 - tau_i / max_{j: c_j > 0} tau_j). Returns the mu_c of
+  least lambda seen. The eigenpair is exact (from the n x n weighted centred
+  Gram matrix), so the rule is deterministic; ByzFL instead runs one power
+  iteration from a random start and takes the max over all rows.
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n.
+
+  Returns:
+    (d,) vector.
+
+  References:
+    Allouah, Guerraoui, Gupta, Pinot, Stephan, NeurIPS 2023.
+  """
+  n = rows.num_rows
+  dist = K.finite_or_zero(rows.dist())
+  c0 = jnp.where(rows.bad(), 0.0, 1.0).astype(dist.dtype)
+
+  def step(_, carry):
+    c, best_c, best_lam = carry
+    total = jnp.sum(c)
+    active = total > n - 2 * f
+    a = c / total
+    g = _centered_gram(dist, a)
+    sq = jnp.sqrt(c)
+    lam_all, u_all = jnp.linalg.eigh(sq[:, None] * g * sq[None, :] / total)
+    lam, u = lam_all[-1], u_all[:, -1]
+    proj = g @ (sq * u)
+    tau = jnp.square(proj) / jnp.maximum(total * lam, jnp.finfo(dist.dtype).tiny)
+    tau_max = jnp.max(jnp.where(c > 0, tau, 0.0))
+    better = active & (lam < best_lam)
+    best_c = jnp.where(better, c, best_c)
+    best_lam = jnp.where(better, lam, best_lam)
+    shrink = jnp.where(tau_max > 0, tau / jnp.where(tau_max > 0, tau_max, 1.0), 0.0)
+    new_c = jnp.maximum(c * (1.0 - shrink), 0.0)
+    # Stop when inactive, or when the covariance is already zero.
+    c = jnp.where(active & (tau_max > 0), new_c, c)
+    return c, best_c, best_lam
+
+  inf = jnp.asarray(jnp.inf, dist.dtype)
+  _, best_c, _ = jax.lax.fori_loop(0, max(2 * f, 1), step, (c0, c0, inf))
+  return rows.combine(best_c / jnp.sum(best_c))
+
+
+# ---------------------------------------------------------------------------
+# Geometric median and its relatives.
+
+_GM_INITS = ("median", "mean", "zero")
+
+
+def _check_gm(n: int, *, f: int, nu: float = 1e-6, iterations: int = 100,
+              tolerance: float = 1e-6, init: str = "median") -> None:
+  _validate.check_positive("geometric_median", "nu", nu)
+  _validate.check_int("iterations", iterations, low=0, what="geometric_median: ")
+  _validate.check_positive("geometric_median", "tolerance", tolerance,
+                           allow_zero=True)
+  if init not in _GM_INITS:
+    raise ValueError(f"geometric_median: init must be one of {_GM_INITS}, got "
+                     f"init={init!r}")
+
+
+def _weiszfeld_weights(sq_dist: jax.Array, bad: jax.Array, nu: float):
+  """Weights w_i / sum w of one smoothed Weiszfeld step, and the objective."""
+  dist = jnp.sqrt(jnp.maximum(sq_dist, 0.0))
+  ok = ~bad & jnp.isfinite(dist)
+  w = jnp.where(ok, 1.0 / jnp.maximum(dist, nu), 0.0)
+  objective = jnp.sum(jnp.where(ok, dist, 0.0))
+  return w / jnp.sum(w), objective
+
+
+def _gm_start(rows: Rows, init: str):
+  """The starting point (None for zero) and its squared distances to the rows."""
+  if init == "zero":
+    return None, rows.sq_norms()
+  bad = rows.bad()
+  z = median.impl(rows, f=0) if init == "median" else \
+      rows.combine(jnp.where(bad, 0.0, 1.0) / jnp.sum(~bad))
+  cdt = rows.cdtype
+  y = rows.materialize().astype(cdt)
+  return z, jnp.sum(jnp.square(y - z.astype(cdt)), axis=1)
+
+
+def _converged(prev: jax.Array, objective: jax.Array, tolerance: float):
+  return prev - objective <= tolerance * objective
+
+
+@_aggregator("geometric_median", check=_check_gm)
+def geometric_median(rows: Rows, *, f: int, nu: float = 1e-6,
+                     iterations: int = 100, tolerance: float = 1e-6,
+                     init: str = "median") -> jax.Array:
+  """Geometric median by the smoothed Weiszfeld algorithm (RFA).
+
+  z <- sum_i w_i x_i / sum_i w_i with w_i = 1 / max(nu, ||z - x_i||), at most
+  ``iterations`` times, stopping after the step at which the objective
+  sum_i ||z - x_i|| decreased by at most ``tolerance`` times its value.
+  Non-finite rows get weight 0.
+
+  Up to 8 iterations run over the data (two passes each); more run in
+  distance space (n x n work per iteration, after one pass for the distances).
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n (the rule itself does not use it).
+    nu: smoothing: distances below nu count as nu. Pillutla et al. use 1e-6;
+      ByzFL's default is 0.1.
+    iterations: maximum number of Weiszfeld steps (ByzFL: 3).
+    tolerance: relative decrease of the objective below which to stop; 0
+      runs all ``iterations``.
+    init: start at the coordinate-wise "median" (default, a robust start),
+      the "mean" of the finite rows, or "zero" (ByzFL's start; not robust).
+
+  Returns:
+    (d,) vector.
+
+  References:
+    Pillutla, Kakade, Harchaoui, "Robust Aggregation for Federated Learning",
+    IEEE TSP 2022. (f, kappa)-robust (exact GM) with
+    kappa = 4 (1 + f / (n - 2f))^2 (Allouah et al. 2023, Proposition 4).
+  """
+  del f
+  bad = rows.bad()
+  z0, sq0 = _gm_start(rows, init)
+  if iterations == 0:
+    return jnp.zeros((rows.dim,), rows.dtype) if z0 is None else z0
+  a, obj = _weiszfeld_weights(sq0, bad, nu)
+  done = jnp.asarray(False)
+  if iterations <= _DIRECT_WEISZFELD_ITERATIONS and rows.mix is None:
+    cdt = rows.cdtype
+    x = rows.x.astype(cdt)
+    z = rows.combine(a).astype(cdt)
+    for _ in range(iterations - 1):
+      sq = jnp.sum(jnp.square(x - z), axis=1)
+      a_new, obj_new = _weiszfeld_weights(sq, bad, nu)
+      done = done | _converged(obj, obj_new, tolerance)
+      z = jnp.where(done, z, rows.combine(a_new).astype(cdt))
+      obj = obj_new
+    return z.astype(rows.dtype)
+  dist = K.finite_or_zero(rows.dist())
+
+  def cond(carry):
+    t, _, _, stop = carry
+    return (t < iterations - 1) & ~stop
+
+  def body(carry):
+    t, a, obj, _ = carry
+    r = dist @ a
+    sq = r - 0.5 * (a @ r)
+    a_new, obj_new = _weiszfeld_weights(sq, bad, nu)
+    stop = _converged(obj, obj_new, tolerance)
+    return t + 1, jnp.where(stop, a, a_new), obj_new, stop
+
+  _, a, _, _ = jax.lax.while_loop(cond, body, (0, a, obj, jnp.asarray(False)))
+  return rows.combine(a)
+
+
+def _default_groups(n: int, f: int) -> int:
+  return next(g for g in range(2 * f + 1, n + 1) if n % g == 0)
+
+
+def _check_mom(n: int, *, f: int, num_groups: Optional[int] = None,
+               **gm_hyper: Any) -> int:
+  if num_groups is not None:
+    _validate.check_int("num_groups", num_groups, low=2 * f + 1, high=n,
+                        what="median_of_means: ")
+    if n % num_groups:
+      raise ValueError(f"median_of_means: num_groups must divide n, got "
+                       f"n={n}, num_groups={num_groups}")
+  _check_gm(n, f=f, **gm_hyper)
+  return None
+
+
+@_aggregator("median_of_means", check=_check_mom)
+def median_of_means(rows: Rows, *, f: int, num_groups: Optional[int] = None,
+                    **gm_hyper: Any) -> jax.Array:
+  """Geometric median of means: average groups of consecutive rows, then take
+  the geometric median of the group means.
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers; at most f groups are corrupted, so
+      num_groups >= 2f + 1.
+    num_groups: number of groups l, dividing n; rows {1..b} form group 1,
+      {b+1..2b} group 2, ... with b = n / l. Default: the smallest divisor of
+      n that is >= 2f + 1 (the largest groups that stay robust).
+    **gm_hyper: nu, iterations, tolerance, init of ``geometric_median``.
+
+  Returns:
+    (d,) vector.
+
+  References:
+    Gupta, Liu, Vaidya, CGE paper, Section 3.2 (after Chen, Su, Xu 2017).
+  """
+  n = rows.num_rows
+  groups = _default_groups(n, f) if num_groups is None else num_groups
+  size = n // groups
+  a = np.kron(np.eye(groups), np.full((1, size), 1.0 / size))
+  return geometric_median.impl(rows.mixed(jnp.asarray(a)), f=f, **gm_hyper)
+
+
+def _check_cc(n: int, *, f: int, tau: float = 100.0, iterations: int = 1) -> None:
+  _validate.check_positive("centered_clipping", "tau", tau)
+  _validate.check_int("iterations", iterations, low=1, what="centered_clipping: ")
+
+
+@_aggregator("centered_clipping", check=_check_cc, uses_center=True)
+def centered_clipping(rows: Rows, *, f: int, tau: float = 100.0,
+                      iterations: int = 1,
+                      center: Optional[jax.Array] = None) -> jax.Array:
+  """Centered clipping: v <- v + (1/n) sum_i clip(x_i - v, tau), repeated.
+
+  clip(u, tau) = u min(1, tau / ||u||). Non-finite rows contribute 0.
+
+  Args:
+    rows: (n, d) array of worker vectors.
+    f: number of Byzantine workers, 2f < n (not used by the rule).
+    tau: clipping radius (ByzFL's default 100).
+    iterations: number of clipping steps L (Karimireddy et al. use 1).
+    center: the starting point v_0, shape (d,): the previous aggregate, which
+      ``byzjax.transforms.robust_aggregate`` keeps in its state. None: zero.
+
+  Returns:
+    (d,) vector.
+
+  References:
+    Karimireddy, He, Jaggi, ICML 2021.
+  """
+  del f
+  cdt = rows.cdtype
+  y = rows.materialize().astype(cdt)
+  n = y.shape[0]
+  bad = rows.bad()
+  y = K.clean_rows(y, bad)
+  v = jnp.zeros((y.shape[1],), cdt) if center is None else center.astype(cdt)
+  for _ in range(iterations):
+    norm = jnp.sqrt(jnp.sum(jnp.square(y - v), axis=1))
+    scale = jnp.where(bad, 0.0, jnp.minimum(1.0, tau / jnp.maximum(norm, 1e-30)))
+    v = v * (1.0 - jnp.sum(scale) / n) + jnp.dot(scale / n, y, precision="highest")
+  return v.astype(rows.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Composition.
+
+Stage = Union[str, Rule, tuple]
+
+
+def _parse(stage: Stage):
+  if isinstance(stage, tuple):
+    rule, hyper = stage
+    rule, _ = _parse(rule)
+    return rule, dict(hyper)
+  if isinstance(stage, Rule):
+    return stage, {}
+  if isinstance(stage, str):
+    if stage in preaggregators._REGISTRY:
+      return preaggregators.get(stage), {}
+    if stage in _REGISTRY:
+      return get(stage), {}
+    valid = preaggregators.names() + names()
+    import difflib
+    close = difflib.get_close_matches(stage, valid, n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ValueError(f"unknown rule {stage!r}.{hint} Valid pre-aggregations: "
+                     f"{', '.join(preaggregators.names())}; aggregators: "
+                     f"{', '.join(names())}")
+  raise ValueError(f"a stage is a name, a rule or a (rule, hyperparameters) "
+                   f"pair, got {stage!r}")
+
+
+class Composed:
+  """Pre-aggregations followed by an aggregator, as one pure function.
+
+  Call as ``composed(x, key=None, center=None)`` with x of shape (n, d).
+
+  Attributes:
+    name: the stages' names joined by "+", e.g. "nnm+trimmed_mean".
+    f: the number of Byzantine workers every stage tolerates.
+    randomized: True when a stage needs a key.
+    uses_center: True when the aggregator takes the previous aggregate.
+  """
+
+  def __init__(self, stages, f: int, n: Optional[int]):
+    self.stages = stages
+    self.f = f
+    self.name = "+".join(rule.name for rule, _ in stages)
+    self.randomized = any(rule.randomized for rule, _ in stages)
+    self.uses_center = stages[-1][0].uses_center
+    if n is not None:
+      self.validate(n)
+
+  def validate(self, n: int) -> None:
+    """Checks every stage for n input rows (ValueError naming the bound)."""
+    m = n
+    for rule, hyper in self.stages:
+      m = rule.validate(m, f=self.f, **hyper)
+
+  def __call__(self, x: jax.Array, *, key: Optional[jax.Array] = None,
+               center: Optional[jax.Array] = None) -> jax.Array:
+    n, _ = _validate.check_matrix(self.name, x)
+    self.validate(n)
+    if self.randomized and key is None:
+      raise ValueError(f"{self.name} is randomized: pass key=jax.random.key(...)")
+    rows = Rows(x)
+    for rule, hyper in self.stages[:-1]:
+      sub = None
+      if rule.randomized:
+        key, sub = jax.random.split(key)
+      rows = rule.run(rows, f=self.f, key=sub, **hyper)
+    rule, hyper = self.stages[-1]
+    sub = None
+    if rule.randomized:
+      key, sub = jax.random.split(key)
+    return rule.run(rows, f=self.f, key=sub, center=center, **hyper)
+
+  def __repr__(self) -> str:
+    return f"<byzjax composed rule {self.name!r}, f={self.f}>"
+
+
+def compose(*stages: Stage, f: int, n: Optional[int] = None) -> Composed:
+  """Chains pre-aggregations and one aggregator into one function.
+
+  ``compose("nnm", "trimmed_mean", f=4)`` is x -> trimmed_mean(nnm(x)). A
+  stage is a registry name, a rule, or a ``(rule_or_name, {hyper})`` pair; a
+  single string "nnm+trimmed_mean" is split on "+". Distance-based rules after
+  linear pre-aggregations (NNM, bucketing, clipping, ARC) never materialize
+  the pre-aggregated rows: NNM then Krum reads the data twice in all.
+
+  Args:
+    *stages: pre-aggregations, then the aggregator (last).
+    f: number of Byzantine workers, passed to every stage.
+    n: number of workers; when given, every bound is checked now.
+
+  Returns:
+    A ``Composed`` callable ``(x, *, key=None, center=None) -> (d,)``.
+
+  Raises:
+    ValueError: unknown names, an aggregator that is not last, or (with n)
+      a violated bound.
+  """
+  if len(stages) == 1 and isinstance(stages[0], str) and "+" in stages[0]:
+    stages = tuple(stages[0].split("+"))
+  if not stages:
+    raise ValueError("compose needs at least an aggregator")
+  parsed = [_parse(s) for s in stages]
+  for rule, _ in parsed[:-1]:
+    if rule.kind != "preaggregator":
+      raise ValueError(f"compose: {rule.name!r} is an aggregator; only the last "
+                       f"stage may be one (stages: {[r.name for r, _ in parsed]})")
+  if parsed[-1][0].kind != "aggregator":
+    raise ValueError(f"compose: the last stage must be an aggregator, got "
+                     f"pre-aggregation {parsed[-1][0].name!r}")
+  f = _validate.check_int("f", f, low=0, what="compose: ")
+  return Composed(parsed, f, n)

