@@ -497,12 +497,16 @@ def caf(rows: Rows, *, f: int) -> jax.Array:
     lam, u = lam_all[-1], u_all[:, -1]
     proj = g @ (sq * u)
     tau = jnp.square(proj) / jnp.maximum(total * lam, jnp.finfo(dist.dtype).tiny)
-    tau_max = jnp.max(jnp.where(c > 0, tau, 0.0))
+    masked_tau = jnp.where(c > 0, tau, -1.0)
+    top = jnp.argmax(masked_tau)
+    tau_max = jnp.maximum(masked_tau[top], 0.0)
     better = active & (lam < best_lam)
     best_c = jnp.where(better, c, best_c)
     best_lam = jnp.where(better, lam, best_lam)
     shrink = jnp.where(tau_max > 0, tau / jnp.where(tau_max > 0, tau_max, 1.0), 0.0)
-    new_c = jnp.maximum(c * (1.0 - shrink), 0.0)
+    # The row attaining tau_max is removed exactly (1 - tau/tau_max may round
+    # to a tiny positive number under XLA's reassociation).
+    new_c = jnp.maximum(c * (1.0 - shrink), 0.0).at[top].set(0.0)
     # Stop when inactive, or when the covariance is already zero.
     c = jnp.where(active & (tau_max > 0), new_c, c)
     return c, best_c, best_lam
