@@ -336,6 +336,8 @@ ROBUST = [name for name in A.names() if name != "mean"]
                                            "nnm+geometric_median"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_non_finite_rows(name, kind, dtype):
+  if dtype == jnp.bfloat16 and kind not in ("mixed", "1e38"):
+    pytest.skip("bfloat16 is checked on the mixed and 1e38 rows")
   n, f = (15, 3) if "bulyan" in name else (13, 4)
   honest = 1.0 + 0.1 * data(n - f, 5, 19)
   x = np.concatenate([honest, NON_FINITE[kind](f, 5)]).astype(np.float32)

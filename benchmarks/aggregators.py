@@ -1,0 +1,187 @@
+"""Speed of every aggregation rule and pre-aggregation, side by side with ByzFL.
+
+For n = 17 workers (f = 4; f = 3 for Bulyan) and each d, times one jitted call
+of every byzjax rule on the same float32 (n, d) input (median over --reps calls
+after a warm-up), prints microseconds per call and the effective bandwidth
+n * d * 4 bytes / time beside that of a plain copy of the array (the
+memory-bandwidth floor). With --byzfl-python (a virtualenv with byzfl and CPU
+torch, see benchmarks/byzfl_reference.py), ByzFL's same rules run on the same
+input in the same run, on its torch and NumPy paths; the table shows its
+faster path, the speed-up, and the largest difference between the two outputs
+(deterministic rules only). A second table scales n at d = 100,000.
+
+Settings matched to ByzFL: geometric_median with nu = 0.1, 3 iterations from
+zero (ByzFL's GeometricMedian defaults); centered_clipping with tau = 100, one
+iteration from zero; clipping with threshold 1.0; bucketing with s = 2.
+
+  python benchmarks/aggregators.py
+  python benchmarks/aggregators.py --byzfl-python /work/byzfl-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from byzjax import aggregators as A
+from byzjax import preaggregators as P
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# (label, byzjax stages with hyperparameters, f override, ByzFL rule name or None)
+CASES = [
+    ("mean", ["mean"], None, "mean"),
+    ("median", ["median"], None, "median"),
+    ("trimmed_mean", ["trimmed_mean"], None, "trimmed_mean"),
+    ("meamed", ["meamed"], None, "meamed"),
+    ("geometric_median (T=3)", [("geometric_median", dict(nu=0.1, iterations=3,
+                                                          init="zero", tolerance=0.0))],
+     None, "geometric_median"),
+    ("geometric_median (default)", ["geometric_median"], None, None),
+    ("krum", ["krum"], None, "krum"),
+    ("multi_krum", ["multi_krum"], None, "multi_krum"),
+    ("bulyan (f=3)", ["bulyan"], 3, None),
+    ("mda", ["mda"], None, "mda"),
+    ("cge", ["cge"], None, None),
+    ("median_of_means", ["median_of_means"], None, None),
+    ("centered_clipping", ["centered_clipping"], None, "centered_clipping"),
+    ("caf", ["caf"], None, "caf"),
+    ("monna", ["monna"], None, "monna"),
+    ("smea", ["smea"], None, "smea"),
+    ("nnm", ["nnm"], None, "nnm"),
+    ("bucketing", [("bucketing", dict(bucket_size=2))], None, "bucketing"),
+    ("clipping", [("clipping", dict(threshold=1.0))], None, "clipping"),
+    ("arc", ["arc"], None, "arc"),
+    ("nnm+trimmed_mean", ["nnm", "trimmed_mean"], None, None),
+    ("nnm+krum", ["nnm", "krum"], None, None),
+]
+RANDOM = {"bucketing", "caf", "smea"}  # ByzFL's output depends on its RNG
+
+
+def build(stages, f):
+  """A jitted function of x for the stages (a pre-aggregation alone or a rule)."""
+  key = jax.random.key(0)
+  parsed = [s if isinstance(s, tuple) else (s, {}) for s in stages]
+  name, hyper = parsed[-1]
+  if name in P.names():
+    rule = P.get(name)
+    return jax.jit(lambda x: rule(x, f=f, **({"key": key} if rule.randomized else {}),
+                                  **hyper))
+  composed = A.compose(*parsed, f=f)
+  return jax.jit(lambda x: composed(x, key=key))
+
+
+def time_call(fn, x, reps):
+  jax.block_until_ready(fn(x))
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(x))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def run_byzfl(python, x, f, rules, reps, threads):
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "x.npy")
+    np.save(path, x)
+    out = os.path.join(tmp, "out.json")
+    cmd = [python, os.path.join(HERE, "byzfl_reference.py"), "--input", path,
+           "--f", str(f), "--rules", ",".join(rules), "--reps", str(reps),
+           "--threads", str(threads), "--outdir", os.path.join(tmp, "outs"),
+           "--out", out, "--clip", "1.0", "--bucket-size", "2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+      print(f"ByzFL run failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+      return {}
+    results = json.load(open(out))
+    for entry in results.values():
+      if entry.get("output_path"):
+        entry["output"] = np.load(entry["output_path"])
+    return results
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--n", type=int, default=17)
+  p.add_argument("--f", type=int, default=4)
+  p.add_argument("--dims", default="100000,431080,1000000")
+  p.add_argument("--reps", type=int, default=10)
+  p.add_argument("--byzfl-python", help="python of a virtualenv with byzfl")
+  p.add_argument("--byzfl-reps", type=int, default=3)
+  p.add_argument("--byzfl-threads", type=int, default=2,
+                 help="torch/BLAS threads for ByzFL (byzjax uses every core)")
+  p.add_argument("--byzfl-skip", default="smea",
+                 help="rules not run under ByzFL (SMEA takes minutes there)")
+  p.add_argument("--scaling", default="17,65,257", help="n values at d=100,000")
+  p.add_argument("--only", help="comma-separated labels to run")
+  args = p.parse_args(argv)
+
+  cases = [c for c in CASES if not args.only or c[0] in args.only.split(",")]
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
+        f"{os.cpu_count()} cores; n={args.n}, f={args.f}, float32; median of "
+        f"{args.reps} calls")
+  for d in [int(v) for v in args.dims.split(",")]:
+    x = np.random.default_rng(0).standard_normal((args.n, d)).astype(np.float32)
+    xj = jnp.asarray(x)
+    copy_s = time_call(jax.jit(lambda v: v + 0.0), xj, args.reps)
+    gb = args.n * d * 4 / 1e9
+    byzfl = {}
+    if args.byzfl_python:
+      skip = set(args.byzfl_skip.split(","))
+      rules = [c[3] for c in cases if c[3] and c[3] not in skip]
+      byzfl = run_byzfl(args.byzfl_python, x, args.f, rules, args.byzfl_reps,
+                        args.byzfl_threads)
+    print(f"\nd = {d:,}: copy {copy_s * 1e6:,.0f} us = {gb / copy_s:.1f} GB/s "
+          f"(memory-bandwidth floor)")
+    head = (f"{'rule':28s}{'byzjax us':>12s}{'GB/s':>8s}{'ByzFL torch ms':>16s}"
+            f"{'numpy ms':>10s}{'speed-up':>10s}{'max |diff|':>12s}")
+    print(head)
+    print("-" * len(head))
+    for label, stages, f_override, byzfl_name in cases:
+      f = args.f if f_override is None else f_override
+      fn = build(stages, f)
+      secs = time_call(fn, xj, args.reps)
+      row = f"{label:28s}{secs * 1e6:12,.0f}{gb / secs:8.1f}"
+      entry = byzfl.get(byzfl_name) if byzfl_name else None
+      if entry and entry.get("fastest_ms"):
+        fmt = lambda v: f"{v:,.1f}" if v else "-"
+        diff = "-"
+        if byzfl_name not in RANDOM and entry.get("output") is not None:
+          diff = f"{np.max(np.abs(np.asarray(fn(xj)) - entry['output'])):.1e}"
+        row += (f"{fmt(entry['torch_ms']):>16s}{fmt(entry['numpy_ms']):>10s}"
+                f"{entry['fastest_ms'] / (secs * 1e3):9.1f}x{diff:>12s}")
+      elif byzfl_name and args.byzfl_python:
+        row += f"{'(not run)':>16s}"
+      print(row)
+
+  if args.scaling:
+    d = 100_000
+    ns = [int(v) for v in args.scaling.split(",")]
+    print(f"\nScaling in n at d = {d:,} (f = {args.f}; us per call)")
+    print(f"{'rule':28s}" + "".join(f"{'n=' + str(n):>12s}" for n in ns))
+    for label, stages, f_override, _ in cases:
+      f = args.f if f_override is None else f_override
+      cells = []
+      for n in ns:
+        x = jnp.asarray(np.random.default_rng(1).standard_normal((n, d)).astype(np.float32))
+        try:
+          fn = build(stages, f)
+          cells.append(f"{time_call(fn, x, max(3, args.reps // 3)) * 1e6:12,.0f}")
+        except ValueError:
+          cells.append(f"{'n/a':>12s}")  # e.g. C(n, f) subsets too many
+      print(f"{label:28s}" + "".join(cells))
+
+
+if __name__ == "__main__":
+  main()
