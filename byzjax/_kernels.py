@@ -144,6 +144,8 @@ def mean_around_median(s: Sequence[jax.Array], keep: int) -> jax.Array:
   best_cost = best_sum = None
   for j in range(m - keep + 1):
     cost = jnp.maximum(med - s[j], s[j + keep - 1] - med)
+    # Each window summed afresh: sliding sums lose every honest digit when a
+    # Byzantine value near 1e38 enters and leaves the window.
     total = row_sum(s[j:j + keep])
     if best_cost is None:
       best_cost, best_sum = cost, total
@@ -319,25 +321,51 @@ class Rows:
     return root._cached("clean_x", lambda: clean_rows(
         root.x.astype(root.cdtype), root.bad()))
 
-  def _root_mix(self) -> jax.Array | None:
-    return self.mix
-
   def materialize(self) -> jax.Array:
     """The (m, d) rows in the input dtype; mixed rows that are bad are NaN."""
     if self.mix is None:
       return self.x
+    if self._op[0] == "scale" and self._parent.mix is None:
+      # One fused elementwise pass: row scaling needs no matrix product.
+      s, bad = self._op[1], self.bad()
+      y = jnp.where(bad[:, None], jnp.nan, self.x.astype(self.cdtype) * s[:, None])
+      return self._cached("rows", lambda: y.astype(self.dtype))
     def build():
-      y = jnp.dot(self.mix.astype(self.cdtype), self.clean_x(),
-                  precision=_HIGHEST)
-      return jnp.where(self.bad()[:, None], jnp.nan, y).astype(self.dtype)
+      root = self
+      while root._parent is not None:
+        root = root._parent
+      mix, bad_in, bad_out = self.mix.astype(self.cdtype), root.bad(), self.bad()
+
+      def clean(x):
+        y = jnp.dot(mix, jnp.where(bad_in[:, None], 0.0, x), precision=_HIGHEST)
+        return jnp.where(bad_out[:, None], jnp.nan, y)
+
+      # The cleaning passes run only when some row is bad.
+      y = jax.lax.cond(jnp.any(bad_in), clean,
+                       lambda x: jnp.dot(mix, x, precision=_HIGHEST),
+                       root.x.astype(self.cdtype))
+      return y.astype(self.dtype)
     return self._cached("rows", build)
 
   def combine(self, weights: jax.Array) -> jax.Array:
-    """``weights @ rows`` as a (d,) vector in the input dtype (bad rows zeroed)."""
+    """``weights @ rows`` as a (d,) vector in the input dtype (bad rows zeroed).
+
+    For small n, unrolled weighted row adds with the bad-row mask inside one
+    fused loop: no cleaned copy of the data and one pass over it.
+    """
     w = weights.astype(self.cdtype)
     if self.mix is not None:
       w = w @ self.mix.astype(self.cdtype)
-    return jnp.dot(w, self.clean_x(), precision=_HIGHEST).astype(self.dtype)
+    root = self
+    while root._parent is not None:
+      root = root._parent
+    n = root.x.shape[0]
+    if n > _MAX_UNROLLED_ROWS:
+      return jnp.dot(w, self.clean_x(), precision=_HIGHEST).astype(self.dtype)
+    bad = root.bad()
+    terms = [jnp.where(bad[i], 0.0, w[i] * root.x[i].astype(self.cdtype))
+             for i in range(n)]
+    return row_sum(terms).astype(self.dtype)
 
   def select(self, index: jax.Array) -> jax.Array:
     """Row ``index`` exactly (a gather when no pre-aggregation was applied)."""
