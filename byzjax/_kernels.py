@@ -313,11 +313,17 @@ class Rows:
     return _mask_bad(out, self.bad())
 
   # --- data ----------------------------------------------------------------------
-  def clean_x(self) -> jax.Array:
-    """The original rows in the compute dtype, bad original rows zeroed."""
+  @property
+  def root(self) -> "Rows":
+    """The rows of the original matrix that this one derives from."""
     root = self
     while root._parent is not None:
       root = root._parent
+    return root
+
+  def clean_x(self) -> jax.Array:
+    """The original rows in the compute dtype, bad original rows zeroed."""
+    root = self.root
     return root._cached("clean_x", lambda: clean_rows(
         root.x.astype(root.cdtype), root.bad()))
 
@@ -328,12 +334,11 @@ class Rows:
     if self._op[0] == "scale" and self._parent.mix is None:
       # One fused elementwise pass: row scaling needs no matrix product.
       s, bad = self._op[1], self.bad()
-      y = jnp.where(bad[:, None], jnp.nan, self.x.astype(self.cdtype) * s[:, None])
-      return self._cached("rows", lambda: y.astype(self.dtype))
+      return self._cached("rows", lambda: jnp.where(
+          bad[:, None], jnp.nan, self.x.astype(self.cdtype) * s[:, None]
+      ).astype(self.dtype))
     def build():
-      root = self
-      while root._parent is not None:
-        root = root._parent
+      root = self.root
       mix, bad_in, bad_out = self.mix.astype(self.cdtype), root.bad(), self.bad()
 
       def clean(x):
@@ -356,9 +361,7 @@ class Rows:
     w = weights.astype(self.cdtype)
     if self.mix is not None:
       w = w @ self.mix.astype(self.cdtype)
-    root = self
-    while root._parent is not None:
-      root = root._parent
+    root = self.root
     n = root.x.shape[0]
     if n > _MAX_UNROLLED_ROWS:
       return jnp.dot(w, self.clean_x(), precision=_HIGHEST).astype(self.dtype)

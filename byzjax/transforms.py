@@ -68,7 +68,6 @@ def robust_aggregate(rule: Union[str, Rule, aggregators.Composed], *,
     rule = aggregators.compose(rule, f=f, n=num_workers)
   elif num_workers is not None:
     rule.validate(num_workers)
-  composed = rule
   base_key = jax.random.key(0) if key is None else key
 
   def init(params) -> RobustAggregateState:
@@ -79,8 +78,8 @@ def robust_aggregate(rule: Union[str, Rule, aggregators.Composed], *,
     del params
     x, unravel = ravel_stacked(updates)
     key, sub = jax.random.split(state.key)
-    center = state.previous.astype(x.dtype) if composed.uses_center else None
-    out = composed(x, key=sub if composed.randomized else None, center=center)
+    center = state.previous.astype(x.dtype) if rule.uses_center else None
+    out = rule(x, key=sub if rule.randomized else None, center=center)
     return unravel(out), RobustAggregateState(key=key,
                                               previous=out.astype(state.previous.dtype))
 
