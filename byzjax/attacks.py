@@ -46,6 +46,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from byzjax._fusion import MAX_UNROLLED_ROWS as _MAX_UNROLLED_ROWS
+from byzjax._fusion import row_mean as _honest_mean
+from byzjax._fusion import row_sum as _row_sum
+from byzjax._fusion import sum_of_squares as _sum_of_squares
 from byzjax.registry import Registry
 from byzjax.types import Array, Key
 
@@ -64,12 +68,16 @@ class Attack(NamedTuple):
     name: the registry name.
     flips_labels: True only for ``label_flip``: the training step must compute the
       Byzantine workers' vectors on labels ``C - 1 - l``.
+    uses_own_rows: True when the update reads the Byzantine rows of its input
+      (the vectors those workers computed honestly): ``gradient_reverse`` and
+      ``norm_confusing``. The training step then fills those rows first.
   """
 
   init: Callable[..., AttackState]
   update: Callable[..., Tuple[Array, AttackState]]
   name: str
   flips_labels: bool
+  uses_own_rows: bool = False
 
 
 class KeyState(NamedTuple):
@@ -172,32 +180,6 @@ def _keep_honest(x: Array, byzantine: Array, f: int) -> Array:
   return jnp.concatenate([x[:n - f], byzantine], axis=0)
 
 
-# Above this many honest rows, sums over rows are matvecs instead of unrolled adds.
-_MAX_UNROLLED_ROWS = 64
-
-
-def _row_sum(x: Array, h: int, weights: Optional[Array] = None) -> Array:
-  """sum_{i < h} w_i x_i for an (n, d) matrix x (w_i = 1 without weights).
-
-  Unrolled row adds: on XLA:CPU at (17, 431080) they were measured several times
-  faster than a matvec ``w @ x[:h]`` (which copies the slice), and over 10x faster
-  under ``jax.vmap`` (seeds), where the matvec becomes a batched dot_general. Beyond
-  ``_MAX_UNROLLED_ROWS`` rows a matvec keeps the program small.
-  """
-  if h > _MAX_UNROLLED_ROWS:
-    w = jnp.ones((h,), x.dtype) if weights is None else weights.astype(x.dtype)
-    return jnp.dot(w, x[:h], precision=jax.lax.Precision.HIGHEST)
-  total = x[0] if weights is None else weights[0] * x[0]
-  for i in range(1, h):
-    total = total + (x[i] if weights is None else weights[i] * x[i])
-  return total
-
-
-def _honest_mean(x: Array, h: int) -> Array:
-  """Mean s of the first h rows (the honest ones)."""
-  return _row_sum(x, h) * (1.0 / h)
-
-
 def _honest_std(x: Array, s: Array, h: int, ddof: int) -> Array:
   """Coordinate-wise std of the first h rows around their mean s.
 
@@ -212,20 +194,6 @@ def _honest_std(x: Array, s: Array, h: int, ddof: int) -> Array:
     for i in range(1, h):
       var = var + jnp.square(x[i] - s)
   return jnp.sqrt(var * (1.0 / (h - ddof)))
-
-
-def _sum_of_squares(v: Array) -> Array:
-  """sum(v**2) of a (d,) vector, as a small matvec over a (d/8, 8) view.
-
-  On XLA:CPU a plain reduction (or a dot of v with itself) right after a fused
-  coordinate-wise defence (a min/max network) makes XLA split and recompute the
-  defence: about 30 ms instead of 4 ms at d = 431,080. A dot with a (8,) vector of
-  ones keeps the defence one fusion.
-  """
-  v = jnp.square(v)
-  v = jnp.pad(v, (0, (-v.shape[0]) % 8))
-  return jnp.sum(jnp.dot(v.reshape(-1, 8), jnp.ones((8,), v.dtype),
-                         precision=jax.lax.Precision.HIGHEST))
 
 
 def _kth_smallest_rows(rows: Sequence[Array], k: int) -> Array:
@@ -759,7 +727,8 @@ def gradient_reverse(*, f: int, scale: float = 100.0) -> Attack:
       return x, state
     return _keep_honest(x, (-scale) * x[n - f:], f), state
 
-  return Attack(init=_key_init(name, f), update=update, name=name, flips_labels=False)
+  return Attack(init=_key_init(name, f), update=update, name=name, flips_labels=False,
+                uses_own_rows=True)
 
 
 @_register("coordinate_wise")
@@ -829,7 +798,7 @@ def norm_confusing(*, f: int) -> Attack:
     return _keep_honest(x, factor.astype(x.dtype) * x[h:], f), state
 
   return Attack(init=_key_init(name, f, f + 1), update=update, name=name,
-                flips_labels=False)
+                flips_labels=False, uses_own_rows=True)
 
 
 @_register("gaussian")

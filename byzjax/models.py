@@ -11,7 +11,8 @@ channels)`` and returns float32 logits ``(batch, num_classes)``. The papers end
 their networks with a log-softmax (``S`` in Table 3) and train with the NLL
 loss; here the log-softmax is left to the loss
 (``optax.softmax_cross_entropy_with_integer_labels`` on the logits is the same
-objective).
+objective). Convolutions and linear layers are initialized as PyTorch's are
+(``torch_uniform``), since the papers' hyperparameters were tuned for it.
 
 Models (``names()``):
   * ``mnist_cnn``: C(20)-R-M-C(20)-R-M-L(500)-R-L(10), Table 3 of Allouah et al.
@@ -62,14 +63,136 @@ class ModelDef(NamedTuple):
   min_hw: Tuple[int, int] = (1, 1)
 
 
-def _conv(features: int) -> nn.Conv:
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def _lax_conv(x: Array, kernel: Array, padding) -> Array:
+  return jax.lax.conv_general_dilated(x, kernel, (1, 1), padding,
+                                      dimension_numbers=_DIMENSIONS)
+
+
+@jax.custom_vjp
+def conv_valid(x: Array, kernel: Array) -> Array:
+  """Stride-1 "valid" 2D convolution (NHWC input, HWIO kernel).
+
+  Its VJP writes both backward convolutions as forward convolutions: the input
+  gradient as a "full" convolution of the output gradient with the flipped,
+  in/out-swapped kernel, and the kernel gradient as a convolution of the input
+  (channels as batch) with the output gradient (batch as channels). The
+  numbers are those of JAX's own transpose rules; the form matters on XLA:CPU,
+  where JAX's transposed convolutions were measured 10-15x slower inside a
+  ``lax.scan`` body than outside it (conv2 of the MNIST CNN at batch 25:
+  kernel gradient 10.9 ms vs 0.75 ms unrolled, input gradient 7.7 vs 1.0 ms),
+  while forward convolutions run at full speed in both (1.0 ms).
+
+  Args:
+    x: (batch, height, width, in_channels).
+    kernel: (kh, kw, in_channels, out_channels).
+
+  Returns:
+    (batch, height - kh + 1, width - kw + 1, out_channels).
+  """
+  return _lax_conv(x, kernel, "VALID")
+
+
+def _conv_valid_fwd(x, kernel):
+  return _lax_conv(x, kernel, "VALID"), (x, kernel)
+
+
+def _conv_valid_bwd(residuals, ct):
+  x, kernel = residuals
+  kh, kw = kernel.shape[:2]
+  flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+  dx = _lax_conv(ct, flipped, [(kh - 1, kh - 1), (kw - 1, kw - 1)])
+  dkernel = _lax_conv(x.transpose(3, 1, 2, 0), ct.transpose(1, 2, 0, 3),
+                      "VALID").transpose(1, 2, 0, 3)
+  return dx, dkernel
+
+
+conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
+
+
+def torch_uniform(fan_in: int) -> Callable[..., Array]:
+  """PyTorch's default initializer of Conv2d and Linear parameters.
+
+  U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for weights (kaiming_uniform with
+  a = sqrt(5)) and biases alike. The papers trained their models from this
+  initialization, and their learning rates (0.75 for the MNIST CNN) are tuned
+  for it; flax's default (LeCun normal) starts about 1.7x larger.
+
+  Args:
+    fan_in: inputs per output unit (kh * kw * in_channels for a convolution).
+
+  Returns:
+    A flax initializer ``(key, shape, dtype) -> array``.
+  """
+  bound = 1.0 / np.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class Conv(nn.Module):
+  """C(#channels) of Table 3: 5x5 kernel, padding 0, stride 1, with bias.
+
+  Parameters ``kernel`` (k, k, in, out) and ``bias`` (out,), initialized as in
+  PyTorch. On the CPU backend the convolution is ``conv_valid`` (whose VJP is
+  fast under ``lax.scan`` on XLA:CPU); elsewhere ``lax`` directly.
+
+  Attributes:
+    features: output channels.
+    kernel_size: square kernel size (5 in the papers).
+  """
+
+  features: int
+  kernel_size: int = 5
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    k, cin = self.kernel_size, x.shape[-1]
+    init = torch_uniform(k * k * cin)
+    kernel = self.param("kernel", init, (k, k, cin, self.features))
+    bias = self.param("bias", init, (self.features,))
+    conv = conv_valid if jax.default_backend() == "cpu" else (
+        lambda a, b: _lax_conv(a, b, "VALID"))
+    return conv(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+
+
+class Linear(nn.Module):
+  """L(#outputs) of Table 3: a fully connected layer, initialized as in PyTorch.
+
+  Attributes:
+    features: number of outputs.
+  """
+
+  features: int
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    init = torch_uniform(x.shape[-1])
+    kernel = self.param("kernel", init, (x.shape[-1], self.features))
+    bias = self.param("bias", init, (self.features,))
+    return x @ kernel.astype(x.dtype) + bias.astype(x.dtype)
+
+
+def _conv(features: int) -> Conv:
   # Table 3: C(#channels) has kernel size 5, padding 0, stride 1.
-  return nn.Conv(features, kernel_size=(5, 5), strides=(1, 1), padding="VALID")
+  return Conv(features)
 
 
 def _pool(x: Array) -> Array:
-  # Table 3: M is a 2D max-pool of kernel size 2 (stride 2, as in PyTorch).
-  return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+  """M of Table 3: 2x2 max-pool, stride 2, odd edges dropped (PyTorch's floor).
+
+  A reshape and a max over the two window axes: the same values as
+  ``nn.max_pool``, and its VJP (compare-and-select) was measured 1.7x faster
+  on XLA:CPU than ``max_pool``'s select-and-scatter for the MNIST CNN's
+  per-worker gradients (69 vs 114 ms for 13 workers).
+  """
+  b, h, w, c = x.shape
+  x = x[:, :h - h % 2, :w - w % 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class MnistCNN(nn.Module):
@@ -93,8 +216,8 @@ class MnistCNN(nn.Module):
     x = _pool(nn.relu(_conv(20)(x)))
     x = _pool(nn.relu(_conv(20)(x)))
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(500)(x))
-    return nn.Dense(self.num_classes)(x)
+    x = nn.relu(Linear(500)(x))
+    return Linear(self.num_classes)(x)
 
 
 class CifarCNN(nn.Module):
@@ -138,8 +261,8 @@ class CifarCNN(nn.Module):
     x = bn(nn.relu(_conv(128)(x)))
     x = drop(_pool(x))
     x = x.reshape((x.shape[0], -1))
-    x = drop(nn.relu(nn.Dense(128)(x)))
-    return nn.Dense(self.num_classes)(x)
+    x = drop(nn.relu(Linear(128)(x)))
+    return Linear(self.num_classes)(x)
 
 
 class LeNet(nn.Module):
@@ -164,8 +287,8 @@ class LeNet(nn.Module):
     x = _pool(nn.relu(_conv(20)(x)))
     x = _pool(nn.relu(_conv(50)(x)))
     x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(500)(x))
-    return nn.Dense(self.num_classes)(x)
+    x = nn.relu(Linear(500)(x))
+    return Linear(self.num_classes)(x)
 
 
 class MLP(nn.Module):
@@ -187,8 +310,8 @@ class MLP(nn.Module):
     del train
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden_sizes:
-      x = nn.relu(nn.Dense(width)(x))
-    return nn.Dense(self.num_classes)(x)
+      x = nn.relu(Linear(width)(x))
+    return Linear(self.num_classes)(x)
 
 
 class LogisticRegression(nn.Module):
@@ -206,7 +329,7 @@ class LogisticRegression(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     del train
-    return nn.Dense(self.num_classes)(x.reshape((x.shape[0], -1)))
+    return Linear(self.num_classes)(x.reshape((x.shape[0], -1)))
 
 
 @MODELS.register("mnist_cnn")
