@@ -700,7 +700,8 @@ class Experiment:
     return state, metrics, self.evaluate(state.params, state.model_state, data)
 
   # --- running -----------------------------------------------------------------
-  def run(self, *, progress: Optional[Callable[[int], None]] = None
+  def run(self, *, progress: Optional[Callable[[int], None]] = None,
+          on_result: Optional[Callable[[RunResult], None]] = None
          ) -> List[RunResult]:
     """Trains every seed; returns one ``RunResult`` per seed, in seed order.
 
@@ -710,6 +711,9 @@ class Experiment:
     Args:
       progress: called with the number of rounds just completed (summed over
         seeds), e.g. a tqdm bar's ``update``.
+      on_result: called with each ``RunResult`` as soon as its seed is done
+        (sequential seeds: one at a time; vmapped seeds: all at the end), so
+        that a caller can persist it at once.
 
     Returns:
       The results.
@@ -733,9 +737,10 @@ class Experiment:
                 for k in sorted(set(lengths))}
     compiled_eval = jax.jit(evaluate).lower(*runs[0]).compile()
     compile_s = time.perf_counter() - start
-    records = []
-    start = time.perf_counter()
+    seeds = list(c.seeds)
+    results = []
     for state, data in runs:
+      start = time.perf_counter()
       accuracies = [compiled_eval(state, data)]
       metrics = []
       for k in lengths:
@@ -744,23 +749,30 @@ class Experiment:
         metrics.append(m)
         if progress is not None:
           jax.block_until_ready(acc)
-          progress(k * len(c.seeds) if len(runs) == 1 else k)
-      records.append((np.stack([np.asarray(a) for a in accuracies]),
-                      jax.tree.map(lambda *xs: np.concatenate(
-                          [np.asarray(x) for x in xs], axis=-1), *metrics)))
-    train_s = (time.perf_counter() - start) / len(c.seeds)
-    if self.seed_batching == "vmap":  # accuracies (E, S), metrics (S, T)
-      accuracies, metrics = records[0]
-      records = [(accuracies[:, i], jax.tree.map(lambda a, i=i: a[i], metrics))
-                 for i in range(len(c.seeds))]
-    return [RunResult(
-        config=c.replace(seeds=(seed,)), seed=seed,
-        eval_steps=[0] + np.cumsum(lengths).astype(int).tolist(),
-        test_accuracy=np.asarray(accuracies, np.float64).tolist(),
-        **{name: np.asarray(getattr(metrics, name), np.float64).tolist()
-           for name in RoundMetrics._fields},
-        compile_seconds=compile_s, train_seconds=train_s)
-        for seed, (accuracies, metrics) in zip(c.seeds, records)]
+          progress(k * len(seeds) if len(runs) == 1 else k)
+      accuracies = np.stack([np.asarray(a) for a in accuracies])
+      metrics = jax.tree.map(lambda *xs: np.concatenate(
+          [np.asarray(x) for x in xs], axis=-1), *metrics)
+      seconds = time.perf_counter() - start
+      if len(runs) == 1 and len(seeds) > 1:  # vmapped: accuracies (E, S)
+        split = [(accuracies[:, i], jax.tree.map(lambda a, i=i: a[i], metrics))
+                 for i in range(len(seeds))]
+        seconds /= len(seeds)
+      else:
+        split = [(accuracies, metrics)]
+      for accuracy, metric in split:
+        seed = seeds[len(results)]
+        result = RunResult(
+            config=c.replace(seeds=(seed,)), seed=seed,
+            eval_steps=[0] + np.cumsum(lengths).astype(int).tolist(),
+            test_accuracy=np.asarray(accuracy, np.float64).tolist(),
+            **{name: np.asarray(getattr(metric, name), np.float64).tolist()
+               for name in RoundMetrics._fields},
+            compile_seconds=compile_s, train_seconds=seconds)
+        results.append(result)
+        if on_result is not None:
+          on_result(result)
+    return results
 
 
 def _chunk_lengths(steps: int, every: int) -> List[int]:
@@ -772,13 +784,16 @@ def _chunk_lengths(steps: int, every: int) -> List[int]:
 
 
 def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
-          progress: Optional[Callable[[int], None]] = None) -> List[RunResult]:
+          progress: Optional[Callable[[int], None]] = None,
+          on_result: Optional[Callable[[RunResult], None]] = None
+         ) -> List[RunResult]:
   """Builds the experiment and trains every seed of ``config``.
 
   Args:
     config: the run configuration.
     dataset: an already loaded dataset (default: loaded by name).
     progress: called with the number of rounds completed since the last call.
+    on_result: called with each seed's ``RunResult`` as soon as it is done.
 
   Returns:
     One ``RunResult`` per seed.
@@ -786,4 +801,5 @@ def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
   References:
     Allouah et al., "Fixing by Mixing", AISTATS 2023, Algorithm 3.
   """
-  return Experiment(config, dataset=dataset).run(progress=progress)
+  return Experiment(config, dataset=dataset).run(progress=progress,
+                                                 on_result=on_result)
