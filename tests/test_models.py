@@ -1,5 +1,6 @@
 """Tests of byzjax.models: parameter counts of the papers, shapes, jit, modes."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -95,3 +96,44 @@ def test_registry_and_errors():
                          hidden_sizes=(32, 16))
   assert models.num_params(jax.eval_shape(m.init, jax.random.key(0))[0]) == (
       784 * 32 + 32 + 32 * 16 + 16 + 16 * 10 + 10)
+
+
+def test_conv_valid_and_its_vjp_match_lax():
+  """The forward-form VJP gives JAX's own transposed-convolution numbers."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.standard_normal((3, 12, 11, 4)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((5, 3, 4, 6)), jnp.float32)
+  ct = jnp.asarray(rng.standard_normal((3, 8, 9, 6)), jnp.float32)
+
+  def lax_conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  want, want_vjp = jax.vjp(lax_conv, x, w)
+  got, got_vjp = jax.vjp(models.conv_valid, x, w)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for g, h in zip(got_vjp(ct), want_vjp(ct)):
+    np.testing.assert_allclose(g, h, rtol=1e-5, atol=1e-4)
+  # and inside lax.scan, where it matters for speed
+  scanned = jax.jit(lambda x, w: jax.lax.scan(
+      lambda c, _: (c, jax.vjp(models.conv_valid, x, w)[1](ct)), 0.0, None,
+      length=2)[1])(x, w)
+  np.testing.assert_allclose(scanned[1][0], want_vjp(ct)[1], rtol=1e-5, atol=1e-4)
+
+
+def test_pool_matches_flax_max_pool_with_odd_edges():
+  x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))
+  want = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+  np.testing.assert_array_equal(models._pool(x), want)
+
+
+def test_pytorch_default_initialization_bounds():
+  """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels and biases (PyTorch)."""
+  model = models.build_model("mnist_cnn", num_classes=10, input_shape=MNIST)
+  params, _ = model.init(jax.random.key(0))
+  fan_ins = {"Conv_0": 25, "Conv_1": 500, "Linear_0": 320, "Linear_1": 500}
+  for layer, fan_in in fan_ins.items():
+    for leaf in params[layer].values():
+      bound = 1 / np.sqrt(fan_in)
+      assert np.abs(leaf).max() <= bound
+      assert np.abs(leaf).max() > 0.9 * bound  # uniform, not much narrower
