@@ -1,0 +1,320 @@
+"""Plots of grid results (PNG, matplotlib's Agg backend, no display needed).
+
+- ``accuracy_curves``: test accuracy over rounds, mean and a ±1 std band over
+  seeds, one line per attack, one panel per method (baselines dashed).
+- ``aggregate_error_curves``: the distance ||R_t - s_t|| of the aggregate
+  from the honest mean over rounds (mean over seeds), the diagnostic that
+  shows why a method fails under an attack.
+- ``table_heatmap``: a summary table (method x attack, worst case last) as
+  a heatmap.
+- ``worst_case_heatmap``: the worst case over attacks per method over two
+  settings, e.g. f x alpha (as ByzFL's heatmaps).
+
+``plot_grid`` draws all that applies to a grid's results.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from byzjax import experiments as ex
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg", force=True)
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _panels(count: int, *, width: float = 3.4, height: float = 2.7,
+            max_cols: int = 4):
+  plt = _pyplot()
+  cols = max(1, min(max_cols, count))
+  rows = max(1, math.ceil(count / cols))
+  fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.6),
+                           squeeze=False, sharex=True, sharey=True)
+  flat = axes.ravel()
+  for ax in flat[count:]:
+    ax.set_visible(False)
+  return fig, flat[:count]
+
+
+def _save(fig, path: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  _pyplot().close(fig)
+  return path
+
+
+def _by(records: Sequence[ex.Record], field: str) -> Dict[Any, List[ex.Record]]:
+  out: Dict[Any, List[ex.Record]] = {}
+  for r in records:
+    out.setdefault(ex._hashable(r.settings.get(field)), []).append(r)
+  return out
+
+
+def _mean_std(series: Sequence[Sequence[float]]) -> Tuple[np.ndarray, np.ndarray]:
+  a = np.asarray(series, np.float64)
+  with np.errstate(invalid="ignore"):
+    return np.nanmean(a, axis=0), np.nanstd(a, axis=0)
+
+
+def _group_baselines(baselines: Sequence[ex.Record], group: Dict[str, Any]
+                    ) -> Dict[str, List[ex.Record]]:
+  out: Dict[str, List[ex.Record]] = {}
+  for r in baselines:
+    follows = [k for k in group if k in r.settings and k not in r.overridden]
+    if all(ex._hashable(r.settings[k]) == group[k] for k in follows):
+      out.setdefault(r.label, []).append(r)
+  return out
+
+
+def accuracy_curves(records: Sequence[ex.Record], path: str, *,
+                    rows: str = "aggregator", columns: str = "attack",
+                    baselines: Sequence[ex.Record] = (), title: str = ""
+                   ) -> str:
+  """Test accuracy over rounds: one panel per ``rows`` value, one line per
+  ``columns`` value, mean over seeds with a ±1 std band.
+
+  Args:
+    records: the grid records of one group.
+    path: the PNG to write.
+    rows: the field whose values get a panel each.
+    columns: the field whose values get a line each.
+    baselines: baseline records, drawn dashed in every panel.
+    title: the figure title.
+
+  Returns:
+    ``path``.
+  """
+  panels = _by(records, rows)
+  fig, axes = _panels(len(panels))
+  colors = {c: f"C{i}" for i, c in enumerate(_by(records, columns))}
+  for ax, (row, members) in zip(axes, panels.items()):
+    for col, runs in _by(members, columns).items():
+      steps = runs[0].result.eval_steps
+      mean, std = _mean_std([r.result.test_accuracy for r in runs])
+      ax.plot(steps, 100 * mean, color=colors[col], lw=1.4,
+              label=ex.display(columns, col))
+      ax.fill_between(steps, 100 * (mean - std), 100 * (mean + std),
+                      color=colors[col], alpha=0.18, lw=0)
+    for label, runs in _by_label(baselines).items():
+      mean, _ = _mean_std([r.result.test_accuracy for r in runs])
+      ax.plot(runs[0].result.eval_steps, 100 * mean, "k--", lw=1.0, label=label)
+    ax.set_title(ex.display(rows, row), fontsize=10)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+  for ax in axes:
+    ax.set_xlabel("round")
+  axes[0].set_ylabel("test accuracy (%)")
+  _legend(fig, axes)
+  if title:
+    fig.suptitle(title, fontsize=11)
+  return _save(fig, path)
+
+
+def _by_label(records: Sequence[ex.Record]) -> Dict[str, List[ex.Record]]:
+  out: Dict[str, List[ex.Record]] = {}
+  for r in records:
+    out.setdefault(r.label, []).append(r)
+  return out
+
+
+def _legend(fig, axes) -> None:
+  handles, labels = [], []
+  for ax in axes:
+    for h, l in zip(*ax.get_legend_handles_labels()):
+      if l not in labels:
+        handles.append(h)
+        labels.append(l)
+  if handles:
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)),
+               frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+
+
+def aggregate_error_curves(records: Sequence[ex.Record], path: str, *,
+                           rows: str = "aggregator", columns: str = "attack",
+                           title: str = "") -> str:
+  """||R_t - s_t|| (distance of the aggregate from the honest mean) over
+  rounds, mean over seeds, log scale: one panel per method, one line per
+  attack.
+
+  Args:
+    records: the grid records of one group.
+    path: the PNG to write.
+    rows: the field whose values get a panel each.
+    columns: the field whose values get a line each.
+    title: the figure title.
+
+  Returns:
+    ``path``.
+  """
+  panels = _by(records, rows)
+  fig, axes = _panels(len(panels))
+  colors = {c: f"C{i}" for i, c in enumerate(_by(records, columns))}
+  for ax, (row, members) in zip(axes, panels.items()):
+    for col, runs in _by(members, columns).items():
+      mean, _ = _mean_std([r.result.aggregate_error for r in runs])
+      t = np.arange(1, len(mean) + 1)
+      ok = np.isfinite(mean) & (mean > 0)
+      if ok.any():
+        ax.plot(t[ok], mean[ok], color=colors[col], lw=1.0,
+                label=ex.display(columns, col))
+    if ax.get_lines():
+      ax.set_yscale("log")
+    ax.set_title(ex.display(rows, row), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("round")
+  axes[0].set_ylabel("||R_t - honest mean||")
+  _legend(fig, axes)
+  if title:
+    fig.suptitle(title, fontsize=11)
+  return _save(fig, path)
+
+
+def table_heatmap(table: ex.Table, path: str, *, title: str = "") -> str:
+  """A summary table as a heatmap (means annotated; worst case last).
+
+  Args:
+    table: from ``experiments.summarize``.
+    path: the PNG to write.
+    title: the figure title.
+
+  Returns:
+    ``path``.
+  """
+  plt = _pyplot()
+  cols = list(table.columns)
+  data = np.full((len(table.rows), len(cols) + bool(table.worst)), np.nan)
+  for i, r in enumerate(table.rows):
+    for j, c in enumerate(cols):
+      if (r, c) in table.cells:
+        data[i, j] = table.cells[(r, c)].mean
+    if table.worst and r in table.worst:
+      data[i, -1] = table.worst[r][1].mean
+  labels = [ex.display(table.column_field, c) for c in cols]
+  labels += ["worst case"] if table.worst else []
+  fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2.4,
+                                  0.42 * len(table.rows) + 1.4))
+  image = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+  _annotate(ax, data)
+  ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+  ax.set_yticks(range(len(table.rows)),
+                [ex.display(table.row_field, r) for r in table.rows])
+  if table.worst:
+    ax.axvline(len(cols) - 0.5, color="white", lw=2)
+  fig.colorbar(image, ax=ax, label=ex._metric_text(table.metric))
+  ax.set_title(title or table.title or ex._metric_text(table.metric),
+               fontsize=10)
+  return _save(fig, path)
+
+
+def _annotate(ax, data: np.ndarray) -> None:
+  for (i, j), v in np.ndenumerate(data):
+    if np.isfinite(v):
+      ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=8,
+              color="black" if v > 60 else "white")
+
+
+def worst_case_heatmap(tables: Sequence[ex.Table], path: str, *, y: str,
+                       x: Optional[str] = None, title: str = "") -> str:
+  """Worst case over attacks per method, over settings ``y`` (x ``x``).
+
+  Args:
+    tables: summary tables whose groups hold ``y`` (and ``x``).
+    path: the PNG to write.
+    y: the setting along the vertical axis (e.g. "f").
+    x: the setting along the horizontal axis (e.g. "alpha"), or None.
+    title: the figure title.
+
+  Returns:
+    ``path``.
+  """
+  ys = list(dict.fromkeys(t.group[y] for t in tables))
+  xs = list(dict.fromkeys(t.group[x] for t in tables)) if x else [None]
+  methods = list(dict.fromkeys(r for t in tables for r in t.rows))
+  fig, axes = _panels(len(methods), width=0.9 * len(xs) + 1.8,
+                      height=0.5 * len(ys) + 1.2)
+  plt = _pyplot()
+  image = None
+  for ax, method in zip(axes, methods):
+    data = np.full((len(ys), len(xs)), np.nan)
+    for t in tables:
+      if method in t.worst:
+        i = ys.index(t.group[y])
+        j = xs.index(t.group[x]) if x else 0
+        data[i, j] = t.worst[method][1].mean
+    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto",
+                      origin="lower")
+    _annotate(ax, data)
+    ax.set_title(ex.display(tables[0].row_field, method), fontsize=9)
+    ax.set_xticks(range(len(xs)), [ex.display(x, v) for v in xs] if x else [""])
+    ax.set_yticks(range(len(ys)), [ex.display(y, v) for v in ys])
+    ax.set_xlabel(x or "")
+    ax.set_ylabel(y)
+  if image is not None:
+    fig.colorbar(image, ax=list(axes), label="worst case: " +
+                 ex._metric_text(tables[0].metric), shrink=0.8)
+  fig.suptitle(title or "worst case over attacks", fontsize=11)
+  return _save(fig, path)
+
+
+def _file_slug(group: Dict[str, Any]) -> str:
+  if not group:
+    return ""
+  text = "_".join(f"{k}{ex._short(v)}" for k, v in group.items())
+  return "_" + re.sub(r"[^A-Za-z0-9.+=-]+", "-", text)
+
+
+def plot_grid(results: ex.GridResults, folder: str,
+              tables: Optional[Sequence[ex.Table]] = None) -> List[str]:
+  """All plots of a grid's results into ``folder``.
+
+  Per group of the grid's other axes (e.g. per f and alpha):
+  ``accuracy<_group>.png``, ``aggregate_error<_group>.png`` and
+  ``table<_group>.png``; over groups, when the grid varies one or two
+  settings besides methods and attacks: ``worst_case_heatmap.png``.
+
+  Returns:
+    The paths written.
+  """
+  grid = results.grid
+  tables = results.tables() if tables is None else tables
+  grid_records = [r for r in results.records if r.kind == "grid"]
+  baselines = [r for r in results.records if r.kind == "baseline"]
+  written = []
+  for table in tables:
+    members = [r for r in grid_records
+               if all(ex._hashable(r.settings.get(k)) == v
+                      for k, v in table.group.items())]
+    if not members:
+      continue
+    slug = _file_slug(table.group)
+    title = f"{grid.name}" + (f" ({table.title})" if table.group else "")
+    written.append(accuracy_curves(
+        members, os.path.join(folder, f"accuracy{slug}.png"), rows=grid.rows,
+        columns=grid.columns, baselines=sum(
+            _group_baselines(baselines, table.group).values(), []),
+        title=title))
+    if any(np.isfinite(r.result.aggregate_error).any() for r in members
+           if len(r.result.aggregate_error)):
+      written.append(aggregate_error_curves(
+          members, os.path.join(folder, f"aggregate_error{slug}.png"),
+          rows=grid.rows, columns=grid.columns, title=title))
+    written.append(table_heatmap(table, os.path.join(folder, f"table{slug}.png"),
+                                 title=title))
+  group_fields = grid.group_fields
+  if tables and tables[0].worst and 1 <= len(group_fields) <= 2:
+    y = group_fields[0]
+    x = group_fields[1] if len(group_fields) == 2 else None
+    written.append(worst_case_heatmap(
+        tables, os.path.join(folder, "worst_case_heatmap.png"), y=y, x=x,
+        title=f"{grid.name}: worst case over attacks"))
+  return written
