@@ -772,9 +772,19 @@ class Composed:
                center: Optional[jax.Array] = None) -> jax.Array:
     n, _ = _validate.check_matrix(self.name, x)
     self.validate(n)
+    return self.run_rows(Rows(x), key=key, center=center)
+
+  def run_rows(self, rows: Rows, *, key: Optional[jax.Array] = None,
+               center: Optional[jax.Array] = None) -> jax.Array:
+    """Runs the stages on ``Rows`` (internal: no validation of the matrix).
+
+    Lets a caller evaluate the rule on lazily mixed rows, e.g. the optimized
+    attacks, whose candidate inputs all share the honest rows: with
+    ``Rows(base).mixed(m)`` the distances of the base rows are computed once
+    for every candidate.
+    """
     if self.randomized and key is None:
       raise ValueError(f"{self.name} is randomized: pass key=jax.random.key(...)")
-    rows = Rows(x)
     for rule, hyper in self.stages[:-1]:
       sub = None
       if rule.randomized:
