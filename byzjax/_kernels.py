@@ -30,9 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-# Above this many rows, pairwise reductions and sorting networks compile slowly;
-# switch to XLA's dot and sort.
+# Above this many rows, pairwise reductions compile slowly; switch to XLA's dot.
 _MAX_UNROLLED_ROWS = 32
+# Above this many rows, sorting networks compile slowly; switch to XLA's sort.
+# At d = 100,000 the network for n = 65 (679 comparators) compiles in 1.1 s
+# and runs in 6.2 ms; jnp.sort(axis=0) takes 640 ms.
+_MAX_NETWORK_ROWS = 96
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -90,21 +93,28 @@ def sorted_rows(x: jax.Array) -> List[jax.Array]:
   XLA's dead-code elimination, so selecting a few order statistics costs less
   than a full sort.
 
+  Two choices keep the network one fused loop on XLA:CPU (measured at
+  (17, 431080)): NaN is mapped row by row, not on the whole (n, d) array
+  (which XLA materializes first: trimmed mean 8.3 ms -> 4.0 ms); and each
+  comparator is a compare and two selects, not ``minimum``/``maximum``, whose
+  NaN propagation costs extra instructions and splits larger networks into
+  separate fusions (trimmed mean 4.0 -> 1.8 ms; meamed 68 -> 2.2 ms).
+
   Args:
     x: (n, d) array in a compute dtype.
 
   Returns:
     List of n arrays of shape (d,), ascending per coordinate.
   """
-  x = jnp.where(jnp.isnan(x), jnp.inf, x)
   n = x.shape[0]
-  if n > _MAX_UNROLLED_ROWS:
-    s = jnp.sort(x, axis=0)
+  if n > _MAX_NETWORK_ROWS:
+    s = jnp.sort(jnp.where(jnp.isnan(x), jnp.inf, x), axis=0)
     return [s[i] for i in range(n)]
-  rows = [x[i] for i in range(n)]
+  rows = [jnp.where(jnp.isnan(x[i]), jnp.inf, x[i]) for i in range(n)]
   for i, j in sorting_network(n):
     a, b = rows[i], rows[j]
-    rows[i], rows[j] = jnp.minimum(a, b), jnp.maximum(a, b)
+    swap = b < a  # no NaN left: a plain compare orders the pair
+    rows[i], rows[j] = jnp.where(swap, b, a), jnp.where(swap, a, b)
   return rows
 
 
