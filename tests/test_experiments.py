@@ -1,0 +1,379 @@
+"""Tests of byzjax.experiments (grids, resume, tables), byzjax.paper_results,
+byzjax.plots and the configs of experiments/ (tiny settings, offline)."""
+
+import csv
+import glob
+import json
+import os
+import shutil
+import types
+
+import numpy as np
+import pytest
+
+from byzjax import experiments as ex
+from byzjax import paper_results
+from byzjax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py")))
+
+# Two runs x two seeds of logistic regression on the 8x8 digits: seconds.
+BASE = train.RunConfig(
+    dataset="digits", model="logistic_regression", n=5, f=1, split="iid",
+    alpha=None, steps=3, eval_every=1, batch_size=4, learning_rate=0.5,
+    attack="sign_flip")
+GRID = ex.Grid("resume", BASE,
+               axes={"aggregator": ["trimmed_mean", "nnm+trimmed_mean"]},
+               seeds=(1, 2))
+CURVES = ("test_accuracy", "loss", "aggregate_error", "byzantine_influence",
+          "learning_rate", "eta")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """The grid run without interruption (shared by several tests)."""
+  out = str(tmp_path_factory.mktemp("uninterrupted"))
+  return out, ex.run_grid(GRID, out, progress=False)
+
+
+def _curves(results):
+  """Every per-round and per-evaluation number, bit for bit (NaN == NaN)."""
+  return {(r.run_id, r.seed): json.dumps({k: getattr(r.result, k)
+                                          for k in CURVES})
+          for r in results.records}
+
+
+# ---------------------------------------------------------------------------
+# Resume.
+
+
+class Crash(Exception):
+  pass
+
+
+def test_interrupted_grid_resumes_with_the_same_numbers(finished, tmp_path):
+  out = str(tmp_path / "crashed")
+  seen = []
+
+  def crash_after_first(record):
+    seen.append((record.run_id, record.seed))
+    raise Crash  # after the first seed's result is saved: mid-run crash
+
+  with pytest.raises(Crash):
+    ex.run_grid(GRID, out, progress=False, on_result=crash_after_first)
+  assert len(glob.glob(os.path.join(out, "results", "*", "seed-*.json"))) == 1
+
+  trained = []
+  resumed = ex.run_grid(GRID, out, progress=False,
+                        on_result=lambda r: trained.append((r.run_id, r.seed)))
+  runs = ex.expand(GRID)
+  everything = [(r.id, s) for r in runs for s in GRID.seeds]
+  assert sorted(seen + trained) == sorted(everything)  # each exactly once
+  assert not set(seen) & set(trained)
+  files = glob.glob(os.path.join(out, "results", "*", "seed-*.json"))
+  assert len(files) == len(everything)
+  # Resumed seeds (trained without the seeds done before the crash) match
+  # the uninterrupted run exactly.
+  assert _curves(resumed) == _curves(finished[1])
+
+  again = []
+  ex.run_grid(GRID, out, progress=False, on_result=again.append, write=False)
+  assert again == []  # nothing left to do
+
+
+def test_changed_grid_is_refused_with_a_way_forward(finished, tmp_path):
+  out, _ = finished
+  with pytest.raises(ex.GridMismatchError) as err:
+    ex.run_grid(GRID.override(steps=4), out, progress=False)
+  message = str(err.value)
+  assert "steps: 3 -> 4" in message
+  assert "--overwrite" in message and "another output folder" in message
+  # Overwriting deletes the old results (here without training).
+  copy = str(tmp_path / "copy")
+  shutil.copytree(out, copy)
+  changed = GRID.override(steps=4)
+  ex.prepare_folder(changed, copy, ex.expand(changed), overwrite=True)
+  assert not os.path.exists(os.path.join(copy, "results"))
+  assert not os.path.exists(os.path.join(copy, "table.md"))
+  with open(os.path.join(copy, "grid.json")) as fh:
+    assert json.load(fh)["fingerprint"] == ex.fingerprint(changed)
+
+
+def test_outputs_of_a_finished_grid(finished):
+  out, results = finished
+  with open(os.path.join(out, "evaluations.csv")) as fh:
+    rows = list(csv.DictReader(fh))
+  assert len(rows) == 2 * 2 * (BASE.steps + 1)
+  assert set(rows[0]) == {"run_id", "kind", "method", "aggregator", "seed",
+                          "step", "test_accuracy"}
+  first = results.records[0]
+  assert [float(r["test_accuracy"]) for r in rows[:4]] == first.result.test_accuracy
+  with open(os.path.join(out, "rounds.csv")) as fh:
+    rounds = list(csv.DictReader(fh))
+  assert len(rounds) == 2 * 2 * BASE.steps
+  assert {"round", "loss", "aggregate_error", "byzantine_influence",
+          "learning_rate", "eta"} <= set(rounds[0])
+  with open(os.path.join(out, "runs.json")) as fh:
+    text = fh.read()
+  assert "NaN" not in text  # strict JSON (eta is NaN for this attack)
+  assert len(json.loads(text)["runs"]) == 4
+  table = open(os.path.join(out, "table.md")).read()
+  assert "NNM + CWTM" in table and "worst case" in table
+  assert os.path.getsize(os.path.join(out, "table.tex")) > 0
+  loaded = ex.load_grid_results(out)
+  assert _curves(loaded) == _curves(results)
+
+
+def test_plots_are_written(finished, tmp_path):
+  _, results = finished
+  paths = results.write(str(tmp_path), plots=True)
+  pngs = [p for p in paths if p.endswith(".png")]
+  names = {os.path.basename(p) for p in pngs}
+  assert {"accuracy.png", "aggregate_error.png", "table.png"} <= names
+  for p in pngs:
+    with open(p, "rb") as fh:
+      assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_heatmap_over_two_settings(tmp_path):
+  records = []
+  for f, alpha in [(1, 0.1), (1, 1.0), (2, 1.0)]:
+    for agg in ("krum", "nnm+krum"):
+      for attack in ("sign_flip", "label_flip"):
+        for seed in (1, 2):
+          acc = 0.1 * f + alpha / 10 + (agg == "krum") * 0.2 + seed * 0.01
+          records.append(_record(agg, attack, seed, [0.1, acc],
+                                 extra={"f": f, "alpha": alpha}))
+  tables = ex.summarize(records)
+  assert [t.group for t in tables] == [{"f": 1, "alpha": 0.1},
+                                       {"f": 1, "alpha": 1.0},
+                                       {"f": 2, "alpha": 1.0}]
+  from byzjax import plots
+  path = plots.worst_case_heatmap(tables, str(tmp_path / "w.png"), y="f",
+                                  x="alpha")
+  assert os.path.getsize(path) > 0
+
+
+# ---------------------------------------------------------------------------
+# Tables from hand-made results.
+
+
+def _record(aggregator, attack, seed, accuracy, *, extra=None, kind="grid",
+            label=None, overridden=()):
+  result = types.SimpleNamespace(eval_steps=list(range(len(accuracy))),
+                                 test_accuracy=list(accuracy), seed=seed)
+  settings = {"aggregator": aggregator, "attack": attack, **(extra or {})}
+  if kind == "baseline":
+    settings = dict(extra or {})
+  return ex.Record(f"{aggregator}-{attack}", kind,
+                   label or ex.display("aggregator", aggregator), settings,
+                   tuple(overridden), seed, result)
+
+
+# Max accuracies per seed (curves [0.1, value]): known means and stds.
+HAND = {
+    ("krum", "optimized_alie"): (0.20, 0.30),     # 25 ± 5
+    ("krum", "sign_flip"): (0.10, 0.50),          # 30 ± 20 (lowest single value)
+    ("nnm+krum", "optimized_alie"): (0.80, 0.90),  # 85 ± 5
+    ("nnm+krum", "sign_flip"): (0.70, 0.70),      # 70 ± 0
+}
+
+
+def _hand_records():
+  records = [_record(agg, att, seed, [0.1, v])
+             for (agg, att), values in HAND.items()
+             for seed, v in zip((1, 2), values)]
+  records += [_record("mean", "", seed, [0.5, v], kind="baseline",
+                      label="D-SHB (f = 0)", extra={})
+              for seed, v in zip((1, 2), (0.96, 0.98))]
+  return records
+
+
+def test_table_means_stds_and_worst_case():
+  (table,) = ex.summarize(_hand_records())
+  assert table.rows == ["krum", "nnm+krum"]
+  assert table.columns == ["optimized_alie", "sign_flip"]
+  cell = table.cells[("krum", "sign_flip")]
+  assert (cell.mean, cell.std, cell.count) == pytest.approx((30.0, 20.0, 2))
+  # Worst case = the attack of least MEAN (krum: ALIE at 25, although SF has
+  # the lowest single seed), shown with its own std.
+  assert table.worst["krum"][0] == "optimized_alie"
+  assert table.worst["krum"][1][:2] == pytest.approx((25.0, 5.0))
+  assert table.worst["nnm+krum"][0] == "sign_flip"
+  label, stat = table.baselines[0]
+  assert label == "D-SHB (f = 0)" and stat[:2] == pytest.approx((97.0, 1.0))
+  sample = ex.summarize(_hand_records(), ddof=1)[0]
+  assert sample.cells[("krum", "sign_flip")].std == pytest.approx(
+      np.std([10.0, 50.0], ddof=1))
+
+
+def test_markdown_and_csv_tables_match_hand_checked_values():
+  tables = ex.summarize(_hand_records())
+  md = ex.format_markdown(tables)
+  lines = [l for l in md.splitlines() if l.startswith("|")]
+  cells = [[c.strip() for c in l.strip("|").split("|")] for l in lines]
+  assert cells[0] == ["aggregator \\ attack", "ALIE", "SF", "worst case"]
+  assert cells[2] == ["Krum", "25.00 ± 5.00", "30.00 ± 20.00",
+                      "25.00 ± 5.00 (ALIE)"]
+  assert cells[3] == ["NNM + Krum", "85.00 ± 5.00", "70.00 ± 0.00",
+                      "70.00 ± 0.00 (SF)"]
+  assert "D-SHB (f = 0): 97.00 ± 1.00" in md
+  assert "mean ± std over 2 seed(s) (1, 2)" in md
+  rows = ex.table_rows(tables)
+  got = {(r["row"], r["column"]): (r["mean"], r["std"], r["worst_of"])
+         for r in rows}
+  assert got[("Krum", "SF")] == (30.0, 20.0, "")
+  assert got[("Krum", "worst case")] == (25.0, 5.0, "ALIE")
+  assert got[("NNM + Krum", "worst case")] == (70.0, 0.0, "SF")
+  assert got[("D-SHB (f = 0)", "baseline")] == (97.0, 1.0, "")
+  tex = ex.format_latex(tables)
+  assert "25.00 $\\pm$ 5.00 (ALIE)" in tex and "\\toprule" in tex
+
+
+def test_paper_numbers_beside_ours():
+  paper = paper_results.get("fixing_by_mixing_table2")
+  configs = {f"{a}-{b}": BASE.replace(n=17, f=4, alpha=0.1, aggregator=a,
+                                      attack=b, split="dirichlet")
+             for a, b in HAND}
+  (table,) = ex.summarize(_hand_records(), paper=paper, configs=configs)
+  assert table.paper is paper
+  md = ex.format_markdown([table])
+  paper_lines = [l for l in md.splitlines() if l.startswith("|   paper")]
+  assert [c.strip() for c in paper_lines[0].strip("|").split("|")] == [
+      "paper", "10.19 ± 00.61", "51.17 ± 06.14", "10.19 ± 00.61"]
+  assert "(paper: D-SHB (f = 0) 98.03 ± 0.70)" in md
+  rows = {(r["row"], r["column"]): r for r in ex.table_rows([table])}
+  assert rows[("NNM + Krum", "ALIE")]["paper_mean"] == 78.30
+  # Other settings (f = 6): no paper numbers.
+  other = {k: v.replace(f=6) for k, v in configs.items()}
+  assert ex.summarize(_hand_records(), paper=paper, configs=other)[0].paper is None
+
+
+def test_metric_values():
+  r = types.SimpleNamespace(eval_steps=[0, 10, 20], test_accuracy=[0.1, 0.9, 0.8])
+  assert ex.metric_value(r, "max_accuracy") == 0.9
+  assert ex.metric_value(r, "final_accuracy") == 0.8
+  assert ex.metric_value(r, "accuracy_at:10") == 0.9
+  assert ex.metric_value(r, "accuracy_at:15") == 0.9  # last evaluation <= 15
+  assert ex.metric_value(r, "accuracy_at:50") == 0.8
+  with pytest.raises(ValueError, match="metric must be one of"):
+    ex.Grid("g", BASE, metric="best")
+
+
+# ---------------------------------------------------------------------------
+# The paper's Table 2.
+
+
+def test_paper_table2_as_printed():
+  t = paper_results.get("fixing_by_mixing_table2")
+  assert len(t.cells) == 12 and all(len(row) == 5 for row in t.cells.values())
+  assert t.cell("krum", "optimized_alie") == (10.19, 0.61, "10.19 ± 00.61")
+  assert t.cell("nnm+trimmed_mean", "mimic").mean == 96.02
+  assert t.cells["bucketing+median"] == t.cells["bucketing+trimmed_mean"]
+  assert t.baseline[1][:2] == (98.03, 0.70)
+  assert t.printed_rows["nnm+geometric_median"] == "NNM + GM"
+  # The printed worst case is the attack of least mean, with its std.
+  for name, row in t.cells.items():
+    worst = min(row.values(), key=lambda c: c.mean)
+    assert t.worst_case[name][:2] == worst[:2], name
+  assert paper_results.registry_name("Bucketing + CWMed") == "bucketing+median"
+  with pytest.raises(ValueError, match="did you mean 'Krum'"):
+    paper_results.registry_name("NNM + Krun")
+  with pytest.raises(ValueError, match="valid: fixing_by_mixing_table2"):
+    paper_results.get("table2")
+
+
+# ---------------------------------------------------------------------------
+# Grids.
+
+
+def test_grid_expansion_zipped_axes_and_baselines():
+  grid = ex.Grid("g", BASE.replace(n=9, f=2),
+                 axes={("f", "alpha"): [(1, 0.1), (2, 0.1), (2, 1.0)],
+                       "aggregator": ["krum", "nnm+krum"],
+                       "attack": ["sign_flip", "label_flip"]},
+                 baselines={"no attack": {"f": 0, "aggregator": "mean"}})
+  runs = ex.expand(grid)
+  main = [r for r in runs if r.kind == "grid"]
+  base = [r for r in runs if r.kind == "baseline"]
+  assert len(main) == 3 * 2 * 2
+  assert main[0].settings == {"f": 1, "alpha": 0.1, "aggregator": "krum",
+                              "attack": "sign_flip"}
+  assert main[0].config.f == 1 and main[0].config.seeds == (1,)
+  # One baseline per alpha (f is overridden, aggregator/attack are the table's).
+  assert [r.settings for r in base] == [
+      {"alpha": 0.1, "f": 0, "aggregator": "mean"},
+      {"alpha": 1.0, "f": 0, "aggregator": "mean"}]
+  assert len({r.id for r in runs}) == len(runs)
+  assert grid.group_fields == ["f", "alpha"]
+
+
+def test_fingerprint_tracks_settings_not_data_location():
+  fp = ex.fingerprint(GRID)
+  assert ex.fingerprint(GRID) == fp
+  assert ex.fingerprint(GRID.override(data_dir="/elsewhere")) == fp
+  assert ex.fingerprint(GRID.override(steps=4)) != fp
+  assert ex.fingerprint(GRID.override(seeds=(1,))) != fp
+  assert ex.fingerprint(GRID.replace(adjust=lambda c: c.replace(clip=1.0))) != fp
+  again = ex.Grid.from_dict(json.loads(json.dumps(GRID.to_dict())))
+  assert ex.fingerprint(again) == fp
+
+
+def test_grid_errors_name_the_bad_value():
+  with pytest.raises(ValueError, match="did you mean 'aggregator'"):
+    ex.Grid("g", BASE, axes={"agregator": ["krum"]})
+  with pytest.raises(ValueError, match="is an axis of grid"):
+    GRID.override(aggregator="krum")
+  with pytest.raises(ValueError, match="more than one axis"):
+    ex.Grid("g", BASE, axes={"f": [1], ("f", "alpha"): [(1, 0.1)]})
+  bad = GRID.replace(axes={"aggregator": ["trimmed_mean", "krumm"]})
+  with pytest.raises(ex.GridError, match=r"Did you mean 'krum'.*aggregator=krumm"):
+    ex.check(bad)
+  impossible = GRID.replace(axes={"aggregator": ["bulyan"]})
+  with pytest.raises(ex.GridError, match="bulyan"):
+    ex.check(impossible)
+
+
+def test_paper_krum_neighbours():
+  c = ex.fixing_by_mixing_mnist(aggregator="krum")
+  assert ex.fixing_by_mixing_krum(c).aggregator_args == {"krum": {"neighbours": 12}}
+  bucketed = ex.fixing_by_mixing_krum(c.replace(aggregator="bucketing+krum"))
+  assert bucketed.aggregator_args == {"krum": {"neighbours": 4}}  # 9 buckets
+  mk = ex.fixing_by_mixing_krum(c.replace(aggregator="nnm+multi_krum"))
+  assert mk.aggregator_args == {"multi_krum": {"neighbours": 12, "m": 13}}
+  assert ex.fixing_by_mixing_krum(c.replace(aggregator="median")) == c.replace(
+      aggregator="median")
+  assert ex.with_stage_args(c, multi_krum={"m": 2}) == c
+
+
+# ---------------------------------------------------------------------------
+# The configs of experiments/.
+
+
+def test_every_config_is_documented_and_valid():
+  assert len(CONFIGS) >= 9
+  names = set()
+  for path in CONFIGS:
+    grid = ex.load_grid(path)
+    doc = open(path).read().split('"""')[1]
+    assert "byzjax sweep experiments/" in doc, path
+    assert "Expected" in doc, path
+    assert grid.name not in names
+    names.add(grid.name)
+    ex.check(grid)  # every run of the full grid validates
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_runs_two_steps_on_tiny_settings(path, tmp_path):
+  # The first point of the grid (baselines: f = 0 runs, tested elsewhere, and
+  # the diagnostics' extra derivative left out to save compilation time).
+  grid = ex.load_grid(path).tiny(steps=2, values_per_axis=1,
+                                 model="logistic_regression")
+  grid = grid.replace(baselines=()).override(diagnostics=False)
+  results = ex.run_grid(grid, str(tmp_path), progress=False, plots=False)
+  assert len(results.records) == len(ex.expand(grid))
+  for record in results.records:
+    assert record.result.eval_steps == [0, 1, 2]
+    assert np.isfinite(record.result.loss).all()
+  assert os.path.exists(os.path.join(str(tmp_path), "table.md"))
