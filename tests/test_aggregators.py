@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import reference as ref
+from byzjax import _kernels as K
 from byzjax import aggregators as A
 from byzjax import preaggregators as P
 
@@ -549,3 +550,66 @@ def test_validation_happens_before_compilation():
   with pytest.raises(ValueError, match="bulyan needs"):
     jax.jit(fn).lower(jnp.zeros((10, 4)))
   assert compiled == [1]  # raised while tracing, before any XLA compilation
+
+
+# ---------------------------------------------------------------------------
+# Kernel paths: sorting networks and their fallback, pairwise distances (exact
+# pair reductions up to 32 rows, a centred Gram matrix above), 1e38 rows.
+
+
+@pytest.mark.parametrize("n", [2, 3, 17, 40, 100])
+def test_sorted_rows_match_numpy(n):
+  """Networks (n <= 96) and jnp.sort (n > 96) sort every coordinate, NaN last."""
+  rng = np.random.default_rng(n)
+  x = rng.integers(-3, 4, (n, 40)).astype(np.float32)  # many ties
+  x[rng.random((n, 40)) < 0.1] = np.inf
+  x[rng.random((n, 40)) < 0.1] = -np.inf
+  x[rng.random((n, 40)) < 0.05] = np.nan
+  got = np.stack(jax.jit(K.sorted_rows)(jnp.asarray(x)))
+  np.testing.assert_array_equal(got, np.sort(np.where(np.isnan(x), np.inf, x), axis=0))
+
+
+@pytest.mark.parametrize("name", ["median", "trimmed_mean", "meamed"])
+@pytest.mark.parametrize("n,f", [(40, 9), (100, 20)])
+def test_order_statistics_many_rows(name, n, f):
+  x = data(n, 5, 41)
+  x[:f // 2] = np.inf  # treated as the largest values
+  np.testing.assert_allclose(np.asarray(A.get(name)(jnp.asarray(x), f=f)),
+                             reference(name, x, f), rtol=1e-5, atol=1e-6)
+  nan = x.copy()
+  nan[:f // 2] = np.nan  # NaN counts as +inf
+  np.testing.assert_array_equal(np.asarray(A.get(name)(jnp.asarray(nan), f=f)),
+                                np.asarray(A.get(name)(jnp.asarray(x), f=f)))
+
+
+@pytest.mark.parametrize("name", ["median", "trimmed_mean", "meamed", "bulyan"])
+def test_order_statistics_exact_next_to_1e38_rows(name):
+  """Byzantine values near the float32 maximum cost the honest values no digit."""
+  n, f = (15, 3) if name == "bulyan" else (17, 4)
+  honest = 1.0 + 0.1 * data(n - f, 64, 42)
+  byz = np.where(np.arange(f)[:, None] % 2, 3e38, -3e38) * np.ones((f, 64))
+  x = np.concatenate([byz[:2], honest, byz[2:]]).astype(np.float32)
+  got = np.asarray(A.get(name)(jnp.asarray(x), f=f), np.float64)
+  np.testing.assert_allclose(got, reference(name, x, f), rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [5, 17, 40])
+def test_pairwise_distances_match_float64(n):
+  """Rows 100x their spread away from the origin keep their distances."""
+  x = data(n, 300, 43) + np.float32(100.0)
+  got = np.asarray(K.pairwise_sq_distances(jnp.asarray(x)), np.float64)
+  x64 = x.astype(np.float64)
+  want = np.sum((x64[:, None] - x64[None]) ** 2, axis=-1)
+  np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
+def test_many_rows_distances_survive_a_huge_byzantine_row_0():
+  """The Gram path centres on the row of median norm, not on row 0: a Byzantine
+  row 0 at 1e15 leaves the honest distances, hence Krum's choice, exact."""
+  n, f = 40, 8
+  x = data(n, 20, 44) + np.float32(10.0)
+  x[0] = 1e15
+  want = ref.krum(x.astype(np.float64), f)
+  np.testing.assert_array_equal(np.asarray(A.krum(jnp.asarray(x), f=f)), want)
+  np.testing.assert_allclose(np.asarray(A.multi_krum(jnp.asarray(x), f=f)),
+                             ref.multi_krum(x.astype(np.float64), f), rtol=1e-5)
