@@ -17,7 +17,10 @@ Usage::
 ``aggregate`` is the server's defence (a pure function of the (n, d) matrix, e.g.
 ``byzjax.aggregators.compose(...)``); only the optimized attacks use it. To jit an
 update, close over the defence: ``jax.jit(functools.partial(attack.update,
-aggregate=rule))``.
+aggregate=rule))``. When ``aggregate`` also has a ``run_rows(rows)`` method (a
+``Composed`` rule, or ``train``'s bound defence), the optimized attacks evaluate
+all candidates on lazy mixtures of the honest rows, s and s + a, so that the
+rule's pairwise distances are computed once rather than once per candidate.
 
 Notation: s is the mean of the honest rows and sigma their coordinate-wise standard
 deviation, with ``ddof = 1`` by default (the unbiased estimate, as in ByzFL's ALIE,
@@ -47,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax._fusion import MAX_UNROLLED_ROWS as _MAX_UNROLLED_ROWS
+from byzjax._kernels import Rows
 from byzjax._fusion import row_mean as _honest_mean
 from byzjax._fusion import row_sum as _row_sum
 from byzjax._fusion import sum_of_squares as _sum_of_squares
@@ -408,6 +412,26 @@ def _check_batch_size(name: str, batch_size: Optional[int]) -> Optional[int]:
   return _check_int("batch_size", batch_size, low=1, what=f"{name}: ")
 
 
+def _candidate_rows(x: Array, s: Array, a: Array, h: int, f: int):
+  """The candidate inputs as lazy mixtures of h + 2 base rows.
+
+  Base rows: the h honest rows, s and s + a. Candidate eta keeps the honest
+  rows and sets every Byzantine row to (1 - eta) s + eta (s + a) = s + eta a,
+  an affine mixture, so a rule run on ``base.mixed(mix(eta))`` sees the
+  distances of the base rows, computed once for all candidates.
+  """
+  base = Rows(jnp.concatenate([x[:h], s[None], (s + a)[None]], axis=0))
+  base.dist(), base.sq_norms(), base.bad()  # outside the vmap: shared
+  honest = np.zeros((h, h + 2), np.float32)
+  honest[:, :h] = np.eye(h)
+
+  def rows(eta: Array) -> Rows:
+    byz = jnp.zeros((f, h + 2), base.cdtype).at[:, h].set(1.0 - eta).at[:, h + 1].set(eta)
+    return base.mixed(jnp.concatenate([jnp.asarray(honest, base.cdtype), byz]))
+
+  return rows
+
+
 def _optimized_attack(name: str, f: int, grid: np.ndarray,
                       direction: Callable[[Array, Array, int], Array],
                       min_honest: int, batch_size: Optional[int]) -> Attack:
@@ -431,15 +455,22 @@ def _optimized_attack(name: str, f: int, grid: np.ndarray,
       return x, state
     s = _honest_mean(x, h)
     a = direction(x, s, h)
+    if hasattr(aggregate, "run_rows"):  # a byzjax rule: shared base distances
+      candidate = _candidate_rows(x, s, a, h, f)
+      evaluate = lambda eta: aggregate.run_rows(candidate(eta))
+    else:
+      evaluate = lambda eta: aggregate(_keep_honest(x, s + eta.astype(x.dtype) * a, f))
 
     def damage(eta: Array) -> Array:
-      y = aggregate(_keep_honest(x, s + eta.astype(x.dtype) * a, f))
+      y = evaluate(eta)
       return jnp.sqrt(_sum_of_squares((y - s).astype(jnp.float32)))
 
-    if batch_size is None:
+    per_step = batch_size if batch_size is not None else (
+        1 if jax.default_backend() == "cpu" else len(grid))
+    if per_step >= len(grid):
       dist = jax.vmap(damage)(etas)  # all candidates in one vectorized call
     else:
-      dist = jax.lax.map(damage, etas, batch_size=batch_size)
+      dist = jax.lax.map(damage, etas, batch_size=per_step)
     # A candidate that makes the defence output NaN does maximal damage.
     dist = jnp.where(jnp.isnan(dist), jnp.inf, dist)
     # The first candidate within float32 rounding of the maximum: damage is often
@@ -461,10 +492,12 @@ def optimized_alie(*, f: int, eta_min: float = 0.0, eta_max: float = 10.0,
 
   Every Byzantine row is s + eta* sigma, where eta* maximizes ||aggregate(x_eta) - s||_2
   over the candidate etas, x_eta being x with every Byzantine row set to
-  s + eta sigma. By default all candidates are evaluated in one ``jax.vmap`` of the
-  defence, which holds num_etas copies of the (n, d) matrix at once; ``batch_size=b``
-  maps over the candidates b at a time instead (``jax.lax.map``: same result, memory
-  bounded by b copies). Ties (damage within a relative 1e-5 of the best, float32
+  s + eta sigma. All candidates are evaluated in one jitted call: ``batch_size=b``
+  maps over them b at a time (``jax.lax.map``; b >= num_etas is one ``jax.vmap``,
+  which holds num_etas copies of the (n, d) matrix at once). The default (None) is
+  one ``jax.vmap`` on accelerators and one candidate at a time on the CPU, where it
+  was measured about 2x faster (nnm+trimmed_mean, n = 17, d = 176,050: 87 vs 171
+  ms for 21 candidates), each candidate's rows staying in cache. Ties (damage within a relative 1e-5 of the best, float32
   rounding) go to the first listed candidate; a candidate for which the defence
   returns NaN counts as maximal damage. The chosen eta is kept in
   ``state.eta`` (0 before the first update).
@@ -483,7 +516,8 @@ def optimized_alie(*, f: int, eta_min: float = 0.0, eta_max: float = 10.0,
     num_etas: number of evenly spaced candidates (>= 2).
     etas: explicit candidates instead of the even grid (any finite reals).
     ddof: delta degrees of freedom of sigma.
-    batch_size: None (one vmap over all candidates) or candidates per map step.
+    batch_size: candidates per map step (None: all at once on accelerators, one
+      at a time on the CPU).
 
   Returns:
     The Attack; its update requires ``aggregate=``.
@@ -519,7 +553,8 @@ def optimized_foe(*, f: int, eta_min: float = 0.0, eta_max: float = 10.0,
     eta_max: largest candidate (> eta_min).
     num_etas: number of evenly spaced candidates (>= 2).
     etas: explicit candidates instead of the even grid (any finite reals).
-    batch_size: None (one vmap over all candidates) or candidates per map step.
+    batch_size: candidates per map step (None: all at once on accelerators, one
+      at a time on the CPU).
 
   Returns:
     The Attack; its update requires ``aggregate=``.

@@ -428,6 +428,24 @@ class RunResult:
     return cls(**values)
 
 
+class BoundRule(NamedTuple):
+  """A composed rule with its key and center fixed: ``(n, d) -> (d,)``.
+
+  Also exposes ``run_rows``, which the optimized attacks use to evaluate all
+  their candidates on shared geometry (``attacks._candidate_rows``).
+  """
+
+  rule: aggregators.Composed
+  key: Optional[Key]
+  center: Optional[Array]
+
+  def __call__(self, x: Array) -> Array:
+    return self.rule(x, key=self.key, center=self.center)
+
+  def run_rows(self, rows) -> Array:
+    return self.rule.run_rows(rows, key=self.key, center=self.center)
+
+
 class Data(NamedTuple):
   """Device arrays a run reads (passed to the jitted program, not baked in).
 
@@ -591,11 +609,10 @@ class Experiment:
         key, workers, batch_size=self.config.batch_size)
     return images, labels, None
 
-  def aggregate(self, rows: Array, key: Key, previous: Array) -> Array:
-    """The defence on an (n, d) matrix (its key and previous aggregate fixed)."""
-    center = previous if self.rule.uses_center else None
-    return self.rule(rows, key=key if self.rule.randomized else None,
-                     center=center)
+  def aggregate(self, key: Key, previous: Array) -> "BoundRule":
+    """The defence with this round's key and previous aggregate fixed."""
+    return BoundRule(self.rule, key if self.rule.randomized else None,
+                     previous if self.rule.uses_center else None)
 
   def round(self, state: TrainState, data: Data
            ) -> Tuple[TrainState, RoundMetrics]:
@@ -614,8 +631,7 @@ class Experiment:
     rows = jnp.concatenate([grads, own], axis=0) if f else grads
     sent, worker_state = self.pipeline.update(rows, state.worker_state,
                                               state.params)
-    aggregate = functools.partial(self.aggregate, key=k_rule,
-                                  previous=state.previous)
+    aggregate = self.aggregate(k_rule, state.previous)
     attack_state = state.attack_state
     if f:
       sent, attack_state = self.attack.update(sent, attack_state,

@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import reference as ref
+from byzjax import aggregators as AG
 from byzjax import attacks as A
 
 N, F, D = 11, 3, 40
@@ -310,6 +312,33 @@ def test_optimized_matches_brute_force_and_depends_on_defence(kind):
   assert chosen["mean"] == 10.0  # the mean's damage grows with eta
   assert chosen["krum"] != chosen["mean"]
   assert chosen["trimmed_mean"] != chosen["mean"]
+
+
+@pytest.mark.parametrize("kind", ["alie", "foe"])
+@pytest.mark.parametrize("rule", ["nnm+trimmed_mean", "krum", "nnm+krum",
+                                  "geometric_median", "bucketing+median"])
+def test_optimized_with_a_byzjax_rule_matches_brute_force(kind, rule):
+  """A Composed rule has ``run_rows``: the candidates are evaluated on lazy
+  mixtures of the honest rows, s and s + a (shared distances). The chosen eta
+  must be the brute-force one (float64 NumPy rule, Python loop)."""
+  composed = AG.compose(rule, f=F, n=N)
+  key = jax.random.key(5)
+  bound = lambda y: composed(y, key=key)
+  bound.run_rows = lambda rows: composed.run_rows(rows, key=key)
+  references = {
+      "nnm+trimmed_mean": lambda y: ref.trimmed_mean(ref.nnm(y, F), F),
+      "krum": lambda y: ref.krum(y, F), "nnm+krum": lambda y: ref.krum(ref.nnm(y, F), F),
+      "geometric_median": lambda y: ref.geometric_median(y, F),
+      # bucketing is randomized: brute force with the same rule (plain path)
+      "bucketing+median": lambda y: np.asarray(composed(jnp.asarray(y, jnp.float32), key=key),
+                                               np.float64),
+  }
+  etas = np.linspace(0.0, 10.0, 21).astype(np.float32)
+  for seed in range(3):
+    x = random_x(40 + seed, loc=1.0)
+    out, state = run(f"optimized_{kind}", x, aggregate=bound)
+    expected = brute_force_eta(x, etas, kind, references[rule])
+    assert float(state.eta) == pytest.approx(float(expected)), (rule, seed)
 
 
 def test_optimized_explicit_grid_and_state():
