@@ -431,9 +431,6 @@ def report(argv: Optional[List[str]] = None) -> int:
   args = p.parse_args(argv)
 
   def body():
-    if not os.path.isfile(os.path.join(args.out, experiments.GRID_FILE)):
-      raise UsageError(f"{args.out} holds no {experiments.GRID_FILE}: not a "
-                       f"byzjax grid folder")
     results = experiments.load_grid_results(args.out)
     if not results.records:
       raise UsageError(f"{args.out} holds no finished results yet")

@@ -1053,9 +1053,19 @@ def load_grid_results(out_dir: str, grid: Optional[Grid] = None) -> GridResults:
 
   Returns:
     ``GridResults`` with the records found.
+
+  Raises:
+    GridError: ``out_dir`` holds no grid written by ``run_grid``.
   """
-  with open(os.path.join(out_dir, GRID_FILE), encoding="utf-8") as fh:
-    saved = json.load(fh)
+  path = os.path.join(out_dir, GRID_FILE)
+  try:
+    with open(path, encoding="utf-8") as fh:
+      saved = json.load(fh)
+  except (OSError, ValueError) as err:
+    raise GridError(f"{out_dir} is not a byzjax grid folder ({err})") from None
+  if not isinstance(saved, dict) or not {"fingerprint", "grid", "runs"} <= set(saved):
+    raise GridError(f"{path} was not written by byzjax (no fingerprint, grid "
+                    f"and runs): {out_dir} is not a byzjax grid folder")
   if grid is None:
     grid = Grid.from_dict({k: v for k, v in saved["grid"].items()
                            if k != "adjust"})

@@ -33,16 +33,31 @@ def _pyplot():
 
 
 def _panels(count: int, *, width: float = 3.4, height: float = 2.7,
-            max_cols: int = 4):
+            max_cols: int = 4, constrained: bool = False):
   plt = _pyplot()
   cols = max(1, min(max_cols, count))
   rows = max(1, math.ceil(count / cols))
   fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.6),
-                           squeeze=False, sharex=True, sharey=True)
+                           squeeze=False, sharex=True, sharey=True,
+                           layout="constrained" if constrained else None)
   flat = axes.ravel()
   for ax in flat[count:]:
     ax.set_visible(False)
   return fig, flat[:count]
+
+
+def _columns(panels: Sequence[Any], field: str) -> int:
+  """Panels per row: one rule's variants per row when the methods are
+  "rule", "nnm+rule", ... rule by rule (as in Table 2), else up to 4."""
+  values = [str(v) for v in panels]
+  if field == "aggregator" and values:
+    last = values[0].split("+")[-1]
+    per_rule = sum(1 for v in values if v.split("+")[-1] == last)
+    blocks = [values[i:i + per_rule] for i in range(0, len(values), per_rule)]
+    if 1 < per_rule <= 4 and len(values) % per_rule == 0 and all(
+        len({v.split("+")[-1] for v in b}) == 1 for b in blocks):
+      return per_rule
+  return min(4, max(1, len(values)))
 
 
 def _save(fig, path: str) -> str:
@@ -94,7 +109,7 @@ def accuracy_curves(records: Sequence[ex.Record], path: str, *,
     ``path``.
   """
   panels = _by(records, rows)
-  fig, axes = _panels(len(panels))
+  fig, axes = _panels(len(panels), max_cols=_columns(list(panels), rows))
   colors = {c: f"C{i}" for i, c in enumerate(_by(records, columns))}
   for ax, (row, members) in zip(axes, panels.items()):
     for col, runs in _by(members, columns).items():
@@ -157,7 +172,7 @@ def aggregate_error_curves(records: Sequence[ex.Record], path: str, *,
     ``path``.
   """
   panels = _by(records, rows)
-  fig, axes = _panels(len(panels))
+  fig, axes = _panels(len(panels), max_cols=_columns(list(panels), rows))
   colors = {c: f"C{i}" for i, c in enumerate(_by(records, columns))}
   for ax, (row, members) in zip(axes, panels.items()):
     for col, runs in _by(members, columns).items():
@@ -243,8 +258,9 @@ def worst_case_heatmap(tables: Sequence[ex.Table], path: str, *, y: str,
   ys = list(dict.fromkeys(t.group[y] for t in tables))
   xs = list(dict.fromkeys(t.group[x] for t in tables)) if x else [None]
   methods = list(dict.fromkeys(r for t in tables for r in t.rows))
-  fig, axes = _panels(len(methods), width=0.9 * len(xs) + 1.8,
-                      height=0.5 * len(ys) + 1.2)
+  fig, axes = _panels(len(methods), width=0.7 * len(xs) + 1.4,
+                      height=0.45 * len(ys) + 1.0, constrained=True,
+                      max_cols=_columns(methods, tables[0].row_field))
   plt = _pyplot()
   image = None
   for ax, method in zip(axes, methods):
@@ -262,6 +278,7 @@ def worst_case_heatmap(tables: Sequence[ex.Table], path: str, *, y: str,
     ax.set_yticks(range(len(ys)), [ex.display(y, v) for v in ys])
     ax.set_xlabel(x or "")
     ax.set_ylabel(y)
+    ax.label_outer()
   if image is not None:
     fig.colorbar(image, ax=list(axes), label="worst case: " +
                  ex._metric_text(tables[0].metric), shrink=0.8)
