@@ -1378,8 +1378,11 @@ def _grid_of_text(table: Table) -> Tuple[List[str], List[List[str]], List[str]]:
           (c.text if (c := paper.cell(row, col)) is not None else "")
           for col in table.columns]
       if table.worst:
+        # The printed worst case is over the paper's attacks: shown only
+        # where the table has exactly those columns.
         w = paper.worst_case.get(row)
-        line.append(w.text if w is not None else "")
+        same = set(paper.cells[row]) == set(table.columns)
+        line.append(w.text if w is not None and same else "")
       body.append(line)
   notes = []
   for label, stat in table.baselines:
@@ -1496,8 +1499,9 @@ def table_rows(tables: Sequence[Table]) -> List[Dict[str, Any]]:
               t.cells[(r, c)], p.cell(r, c) if p else None)
       if r in t.worst:
         c, stat = t.worst[r]
+        same = p is not None and set(p.cells.get(r, ())) == set(t.columns)
         row(display(t.row_field, r), "worst case", stat,
-            p.worst_case.get(r) if p else None, display(t.column_field, c))
+            p.worst_case.get(r) if same else None, display(t.column_field, c))
     for label, stat in t.baselines:
       row(label, "baseline", stat, p.baseline[1] if p and p.baseline else None)
   return out

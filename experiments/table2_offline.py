@@ -14,9 +14,12 @@ Command (from the repository root, where ../shared/datasets/mnist is):
   byzjax sweep experiments/table2_offline.py
 
 (``--data-dir DIR`` points elsewhere; ``--tiny`` / ``--steps 2`` for a quick
-check.) On a 2-core CPU one run of the MNIST CNN costs about 90 ms per round
-plus ~20 s of compilation: the full 305 runs take about 8 hours; the grid
-resumes where it stopped if interrupted (rerun the same command).
+check.) Measured on a 2-core CPU: 70-150 ms per round of the MNIST CNN
+(optimized attacks and GM at the top of that range) and 3-7 s of
+compilation per method and attack: the 305 runs take about 8 hours
+(``--set diagnostics=false`` drops the Byzantine-influence derivative and
+saves a part of that). The grid resumes where it stopped if interrupted
+(rerun the same command).
 
 Expected: the paper's Table 2 (printed beside our numbers; see table2.py),
 with somewhat lower accuracies. Settings as in table2.py.
