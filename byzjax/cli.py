@@ -454,7 +454,16 @@ _COMMANDS = {
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
+  """The ``byzjax`` command (argv: the arguments; default: the command line)."""
+  if argv is None:
+    status = main(sys.argv[1:])
+    if status == 130:
+      # Interrupted while XLA was running: every finished result is saved;
+      # leave at once (tearing down a busy XLA runtime can crash).
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(status)
+    return status
   if not argv or argv[0] in ("-h", "--help") or argv[0] not in _COMMANDS:
     lines = [f"usage: byzjax {{{','.join(_COMMANDS)}}} [options]", ""]
     lines += [f"  {name:7s} {text} (byzjax {name} --help)"

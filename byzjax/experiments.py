@@ -610,11 +610,12 @@ class FolderBusyError(RuntimeError):
   """Another process is writing to the output folder."""
 
 
-def atomic_write(path: str, text: str) -> None:
-  """Writes ``text`` to ``path`` via a temporary file and ``os.replace``.
+@contextlib.contextmanager
+def atomic_open(path: str) -> Iterator[io.TextIOBase]:
+  """A text file that replaces ``path`` (``os.replace``) only when complete.
 
   A reader (or a resumed grid) sees the old file or the new one, never a
-  partial one.
+  partial one; on an exception the temporary file is removed.
   """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
@@ -622,7 +623,7 @@ def atomic_write(path: str, text: str) -> None:
                              suffix=os.path.basename(path))
   try:
     with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-      fh.write(text)
+      yield fh
       fh.flush()
       os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -630,6 +631,12 @@ def atomic_write(path: str, text: str) -> None:
     with contextlib.suppress(OSError):
       os.unlink(tmp)
     raise
+
+
+def atomic_write(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` atomically (see ``atomic_open``)."""
+  with atomic_open(path) as fh:
+    fh.write(text)
 
 
 @contextlib.contextmanager
@@ -936,18 +943,24 @@ class GridResults:
       raise ValueError("no output folder: pass out_dir")
     tables = self.tables()
     written = []
-    path = os.path.join(out_dir, "evaluations.csv")
-    atomic_write(path, _csv(evaluation_rows(self.records, self.grid.fields)))
-    written.append(path)
-    path = os.path.join(out_dir, "rounds.csv")
-    atomic_write(path, _csv(round_rows(self.records, self.grid.fields)))
-    written.append(path)
+    # Streamed: a large grid has millions of rounds.
+    fields = self.grid.fields
+    for name, rows in (("evaluations.csv", evaluation_rows(self.records, fields)),
+                       ("rounds.csv", round_rows(self.records, fields))):
+      path = os.path.join(out_dir, name)
+      with atomic_open(path) as fh:
+        _write_csv(fh, rows)
+      written.append(path)
     path = os.path.join(out_dir, "runs.json")
-    atomic_write(path, json.dumps(_finite({
-        "grid": self.grid.to_dict(),
-        "runs": [{"run_id": r.run_id, "kind": r.kind, "label": r.label,
-                  "settings": _plain(r.settings), "seed": r.seed,
-                  "result": r.result.to_dict()} for r in self.records]})))
+    with atomic_open(path) as fh:
+      fh.write('{"grid": ' + json.dumps(_finite(self.grid.to_dict()))
+               + ', "runs": [')
+      for i, r in enumerate(self.records):
+        fh.write((",\n" if i else "\n") + json.dumps(_finite({
+            "run_id": r.run_id, "kind": r.kind, "label": r.label,
+            "settings": _plain(r.settings), "seed": r.seed,
+            "result": r.result.to_dict()})))
+      fh.write("\n]}\n")
     written.append(path)
     title = f"{self.grid.name}: {summary(self.grid)}"
     for name, text in (("table.md", format_markdown(tables, title=title)),
@@ -1108,12 +1121,19 @@ def _finite(obj: Any) -> Any:
   return obj
 
 
-def _csv(rows: List[Dict[str, Any]]) -> str:
+def _write_csv(fh: io.TextIOBase, rows: Iterable[Dict[str, Any]]) -> None:
+  """Writes dict rows as CSV (the header from the first row's keys)."""
+  writer = None
+  for row in rows:
+    if writer is None:
+      writer = csv.DictWriter(fh, fieldnames=list(row), lineterminator="\n")
+      writer.writeheader()
+    writer.writerow(row)
+
+
+def _csv(rows: Iterable[Dict[str, Any]]) -> str:
   buf = io.StringIO()
-  if rows:
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
+  _write_csv(buf, rows)
   return buf.getvalue()
 
 
@@ -1127,16 +1147,14 @@ def _setting_columns(record: Record, fields: Sequence[str]) -> Dict[str, Any]:
 
 
 def evaluation_rows(records: Iterable[Record], fields: Sequence[str]
-                   ) -> List[Dict[str, Any]]:
-  """One row per test evaluation: run_id, kind, method, settings, seed, step,
-  test_accuracy."""
-  rows = []
+                   ) -> Iterator[Dict[str, Any]]:
+  """One row per test evaluation: run_id, kind, method, the varied settings,
+  seed, step, test_accuracy (a generator)."""
   for r in records:
     base = {"run_id": r.run_id, "kind": r.kind, "method": r.label,
             **_setting_columns(r, fields), "seed": r.seed}
     for step, acc in zip(r.result.eval_steps, r.result.test_accuracy):
-      rows.append({**base, "step": step, "test_accuracy": acc})
-  return rows
+      yield {**base, "step": step, "test_accuracy": acc}
 
 
 _ROUND_METRICS = ("loss", "aggregate_error", "byzantine_influence",
@@ -1144,17 +1162,16 @@ _ROUND_METRICS = ("loss", "aggregate_error", "byzantine_influence",
 
 
 def round_rows(records: Iterable[Record], fields: Sequence[str]
-              ) -> List[Dict[str, Any]]:
-  """One row per round (1-based): run_id, kind, method, settings, seed,
-  round, loss, aggregate_error, byzantine_influence, learning_rate, eta."""
-  rows = []
+              ) -> Iterator[Dict[str, Any]]:
+  """One row per round (1-based): run_id, kind, method, the varied settings,
+  seed, round, loss, aggregate_error, byzantine_influence, learning_rate,
+  eta (a generator)."""
   for r in records:
     base = {"run_id": r.run_id, "kind": r.kind, "method": r.label,
             **_setting_columns(r, fields), "seed": r.seed}
     series = [getattr(r.result, m) for m in _ROUND_METRICS]
     for t, values in enumerate(zip(*series), start=1):
-      rows.append({**base, "round": t, **dict(zip(_ROUND_METRICS, values))})
-  return rows
+      yield {**base, "round": t, **dict(zip(_ROUND_METRICS, values))}
 
 
 # ---------------------------------------------------------------------------
