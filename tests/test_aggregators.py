@@ -593,14 +593,26 @@ def test_order_statistics_exact_next_to_1e38_rows(name):
   np.testing.assert_allclose(got, reference(name, x, f), rtol=1e-6)
 
 
-@pytest.mark.parametrize("n", [5, 17, 40])
-def test_pairwise_distances_match_float64(n):
+@pytest.mark.parametrize("n", [2, 5, 16, 17, 40])
+@pytest.mark.parametrize("d", [300, 400, 520])  # zero-padded, 25 x 16 and 65 x 8 blocks
+def test_pairwise_distances_match_float64(n, d):
   """Rows 100x their spread away from the origin keep their distances."""
-  x = data(n, 300, 43) + np.float32(100.0)
+  x = data(n, d, 43) + np.float32(100.0)
   got = np.asarray(K.pairwise_sq_distances(jnp.asarray(x)), np.float64)
   x64 = x.astype(np.float64)
   want = np.sum((x64[:, None] - x64[None]) ** 2, axis=-1)
   np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
+def test_pairwise_distances_of_non_finite_rows():
+  x = data(7, 50, 45)
+  x[2, 3], x[5] = np.nan, np.inf
+  got = np.asarray(K.pairwise_sq_distances(jnp.asarray(x)))
+  finite = np.ones((7, 7), bool)
+  finite[[2, 5], :] = finite[:, [2, 5]] = False
+  np.fill_diagonal(finite, True)
+  assert np.all(np.isfinite(got) == finite)
+  np.testing.assert_array_equal(np.diagonal(got), 0.0)
 
 
 def test_many_rows_distances_survive_a_huge_byzantine_row_0():
