@@ -812,8 +812,9 @@ def _record(run: Run, result: RunResult) -> Record:
 def enable_compilation_cache(path: Optional[str] = None) -> str:
   """Turns on JAX's persistent compilation cache (reruns skip XLA compiles).
 
-  Measured on a 2-core CPU: compiling a tiny MLP round went from 7 s to 1.2 s
-  when the cache held it. Call before the first compilation.
+  Measured on a 2-core CPU (XLA:CPU): the compile time of the default
+  ``byzjax run`` grid (25 programs) went from 53 s to 16 s on a rerun. Call
+  before the first compilation.
 
   Args:
     path: cache folder (default: $BYZJAX_CACHE_DIR or ~/.cache/byzjax/jax).

@@ -1,7 +1,6 @@
 """Tests of the byzjax command: run / sweep / report end to end on tiny
 offline settings, config files, and one-line errors for bad input."""
 
-import argparse
 import json
 import os
 import subprocess
