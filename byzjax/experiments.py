@@ -738,12 +738,15 @@ def prepare_folder(grid: Grid, out_dir: str, runs: Sequence[Run], *,
         saved = json.load(fh)
     except (OSError, ValueError):
       saved = {"fingerprint": "unreadable", "grid": {}}
+    if not isinstance(saved, dict) or "fingerprint" not in saved:
+      raise GridMismatchError(f"{path} was not written by byzjax; use another "
+                              f"output folder")
   results = os.path.join(out_dir, RESULTS_DIR)
   if saved is None and os.path.isdir(results) and os.listdir(results):
     saved = {"fingerprint": "missing", "grid": {}}
   if saved is not None and saved.get("fingerprint") != digest:
     count = sum(len(files) for _, _, files in os.walk(results))
-    if not overwrite:
+    if not overwrite and count:
       changes = _diff(saved.get("grid", {}), grid.to_dict())
       what = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
       raise GridMismatchError(

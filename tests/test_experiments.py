@@ -100,6 +100,19 @@ def test_changed_grid_is_refused_with_a_way_forward(finished, tmp_path):
     assert json.load(fh)["fingerprint"] == ex.fingerprint(changed)
 
 
+def test_folder_without_results_is_reused_and_foreign_folder_refused(tmp_path):
+  out = str(tmp_path)
+  ex.prepare_folder(GRID, out, ex.expand(GRID))
+  changed = GRID.override(steps=4)  # no result saved yet: nothing to lose
+  ex.prepare_folder(changed, out, ex.expand(changed))
+  with open(os.path.join(out, "grid.json")) as fh:
+    assert json.load(fh)["fingerprint"] == ex.fingerprint(changed)
+  with open(os.path.join(out, "grid.json"), "w") as fh:
+    json.dump({"name": "somebody else's file"}, fh)
+  with pytest.raises(ex.GridMismatchError, match="not written by byzjax"):
+    ex.prepare_folder(GRID, out, ex.expand(GRID), overwrite=True)
+
+
 def test_outputs_of_a_finished_grid(finished):
   out, results = finished
   with open(os.path.join(out, "evaluations.csv")) as fh:
