@@ -766,7 +766,8 @@ def sample_batches(key: Key, data: WorkerData, *, batch_size: int
 
   Each worker's valid slots get iid uniform keys (padding gets 2.0); the
   ``batch_size`` smallest keys (``lax.top_k``) are a uniformly random subset of
-  its own samples. No data-dependent shapes; jittable and vmappable.
+  its own samples. A slot's key depends only on (key, worker, slot), not on
+  the padding. No data-dependent shapes; jittable and vmappable.
 
   Args:
     key: a ``jax.random.key``.
@@ -784,8 +785,14 @@ def sample_batches(key: Key, data: WorkerData, *, batch_size: int
     raise ValueError(f"batch_size must be in [1, {data.min_count}] (the "
                      f"smallest worker shard), got batch_size={batch_size}")
   n, m = data.index.shape
-  u = jax.random.uniform(key, (n, m))
-  valid = jnp.arange(m)[None, :] < data.counts[:, None]
+  # Slot j of worker i gets uniform(fold_in(key_i, j)): the draw does not depend
+  # on the padded width m, so a run's batches do not depend on which other
+  # splits (seeds) its index array was padded to match.
+  slots = jnp.arange(m)
+  u = jax.vmap(lambda k: jax.vmap(
+      lambda j: jax.random.uniform(jax.random.fold_in(k, j)))(slots))(
+          jax.random.split(key, n))
+  valid = slots[None, :] < data.counts[:, None]
   u = jnp.where(valid, u, 2.0)
   _, pos = jax.lax.top_k(-u, batch_size)
   idx = jnp.take_along_axis(data.index, pos, axis=1)

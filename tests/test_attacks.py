@@ -271,21 +271,27 @@ def test_bfloat16_input_keeps_dtype():
 # Optimized attacks.
 
 
+def brute_force_damages(x, etas, direction, defence_np, f=F):
+  """||defence(x_eta) - s|| for every candidate, float64, Python loop."""
+  h = x.shape[0] - f
+  hon = x[:h].astype(np.float64)
+  s = hon.mean(0)
+  a = hon.std(0, ddof=1) if direction == "alie" else -s
+  out = []
+  for eta in etas:
+    xe = x.astype(np.float64).copy()
+    xe[h:] = s + eta * a
+    out.append(np.linalg.norm(defence_np(xe) - s))
+  return np.asarray(out)
+
+
 def brute_force_eta(x, etas, direction, defence_np, f=F, tie_rtol=1e-5):
   """Python loop over the candidates with a NumPy defence, in float64.
 
   Returns the first candidate whose damage is within ``tie_rtol`` of the best (the
   documented tie rule; with tie_rtol=0 it is the first maximizer).
   """
-  h = x.shape[0] - f
-  hon = x[:h].astype(np.float64)
-  s = hon.mean(0)
-  a = hon.std(0, ddof=1) if direction == "alie" else -s
-  dists = []
-  for eta in etas:
-    xe = x.astype(np.float64).copy()
-    xe[h:] = s + eta * a
-    dists.append(np.linalg.norm(defence_np(xe) - s))
+  dists = brute_force_damages(x, etas, direction, defence_np, f)
   best = max(dists)
   return next(eta for eta, dist in zip(etas, dists) if dist >= best * (1 - tie_rtol))
 
@@ -337,8 +343,13 @@ def test_optimized_with_a_byzjax_rule_matches_brute_force(kind, rule):
   for seed in range(3):
     x = random_x(40 + seed, loc=1.0)
     out, state = run(f"optimized_{kind}", x, aggregate=bound)
-    expected = brute_force_eta(x, etas, kind, references[rule])
-    assert float(state.eta) == pytest.approx(float(expected)), (rule, seed)
+    damage = brute_force_damages(x, etas, kind, references[rule])
+    best = float(etas[np.argmax(damage)])
+    chosen = int(np.argmin(np.abs(etas - float(state.eta))))
+    if np.sort(damage)[-2] < damage.max() * (1 - 1e-3):  # a clear maximizer
+      assert float(state.eta) == pytest.approx(best), (rule, seed)
+    else:  # near-ties (GM's damage varies by ~1e-5 in eta): float32 resolution
+      assert damage[chosen] >= damage.max() * (1 - 1e-4), (rule, seed)
 
 
 def test_optimized_explicit_grid_and_state():
