@@ -33,9 +33,10 @@ import numpy as np
 # Above this many rows, pairwise reductions compile slowly; switch to XLA's dot.
 _MAX_UNROLLED_ROWS = 32
 # Above this many rows, sorting networks compile slowly; switch to XLA's sort.
-# At d = 100,000 the network for n = 65 (679 comparators) compiles in 1.1 s
-# and runs in 6.2 ms; jnp.sort(axis=0) takes 640 ms.
-_MAX_NETWORK_ROWS = 96
+# At d = 100,000 the network for n = 65 (679 comparators) compiles in 1 s and
+# runs in 3.5 ms (jnp.sort(axis=0): 640 ms); for n = 128, 2.6 s and 8-47 ms
+# (jnp.sort: 1.1 s).
+_MAX_NETWORK_ROWS = 128
 
 
 def compute_dtype(dtype) -> jnp.dtype:
@@ -173,14 +174,14 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def _column_blocks(d: int) -> Tuple[int, int, int]:
-  """(K, V, pad) for ``_pair_sq_distances``: blocks of K x V columns.
+  """(K, V, pad): how ``_blocks`` cuts d columns into blocks of K x V.
 
   V is the vector width (16 or 8 lanes dividing d); K is the divisor of d / V
   in [4, 128] whose block K V is closest to 400 columns (17 rows x 400
   columns fit the 32 KB L1 cache). Without such divisors, d is padded with
-  zero columns (which add nothing to a distance) to a multiple of 400.
-  Measured at n = 17, d = 431,080 (K, V) = (65, 8): 5.8 ms, (13, 8): 6.3 ms,
-  (5, 8): 48 ms; d = 100,000 (25, 16): 0.9 ms, (5, 16): 3.3 ms.
+  zero columns to a multiple of 400. Measured for the pairwise distances at
+  n = 17, d = 431,080: (K, V) = (65, 8) 5.8 ms, (13, 8) 6.3 ms, (5, 8) 48 ms;
+  d = 100,000: (25, 16) 0.9 ms, (5, 16) 3.3 ms.
   """
   for lanes in (16, 8):
     if d % lanes == 0:
@@ -190,18 +191,66 @@ def _column_blocks(d: int) -> Tuple[int, int, int]:
   return 25, 16, (-d) % 400
 
 
+def _blocks(x: jax.Array) -> List[jax.Array]:
+  """The columns of an (n, d) array as K arrays of shape (blocks, n, V).
+
+  Block b holds K x V consecutive columns; the k-th array holds its k-th run
+  of V. An elementwise function of the k-th arrays summed over k
+  (``_block_sums``) is one fused loop that visits the blocks in order, each
+  while it sits in the L1 cache, and that XLA:CPU splits over both cores.
+  Zero columns pad d when no block divides it (see ``_column_blocks``).
+  """
+  n, d = x.shape
+  num_k, lanes, pad = _column_blocks(d)
+  if pad:
+    x = jnp.pad(x, ((0, 0), (0, pad)))
+  y = x.reshape(n, -1, num_k, lanes)
+  return [y[:, :, k].transpose(1, 0, 2) for k in range(num_k)]
+
+
+def _block_sums(terms: Sequence[jax.Array], axis) -> jax.Array:
+  """Sum of the block-wise ``terms`` over k (a tree), then over ``axis``."""
+  part = row_sum(terms)
+  # A select that XLA's YNNPACK fusion does not take (it keeps NaN): without
+  # it YNNPACK claims the elementwise work too and runs it up to 20x slower
+  # (pairwise distances 114 ms instead of 5.8 ms).
+  part = jnp.where(part < 0, 0.0, part)
+  return jnp.sum(part, axis=axis)
+
+
+def row_sq_distances(x: jax.Array, z: jax.Array | None = None) -> jax.Array:
+  """(n,) squared distances ||x_i - z||^2 (squared norms when z is None).
+
+  One fused pass over column blocks (``_blocks``), split over both cores:
+  0.6 ms vs 1.0 ms for ``jnp.sum(x * x, axis=1)`` at (17, 431080). When the
+  blocks need padding, the plain reduction (one pass, no copy) is used.
+
+  Args:
+    x: (n, d) array in a compute dtype.
+    z: optional (d,) vector.
+
+  Returns:
+    (n,) array (NaN or inf where a row is not finite).
+  """
+  if _column_blocks(x.shape[1])[2]:
+    return jnp.sum(jnp.square(x if z is None else x - z), axis=1)
+  if z is None:
+    return _block_sums([jnp.square(b) for b in _blocks(x)], (0, 2))
+  pairs = zip(_blocks(x), _blocks(z[None].astype(x.dtype)))
+  return _block_sums([jnp.square(b - c) for b, c in pairs], (0, 2))
+
+
 def _pair_sq_distances(x: jax.Array) -> jax.Array:
   """Exact squared distances of a few rows in one pass over the data.
 
-  The columns are cut into blocks of K x V (``_column_blocks``); one fused
-  elementwise loop visits the blocks in order and, while a block of all n rows
-  sits in the L1 cache, computes for every pair its K-term sum of squared
-  differences (V lanes wide); one reduction then adds the block sums. The
-  pairs are enumerated cyclically, (i, i + s mod n) for s = 1..n // 2, so each
-  is computed once (twice for s = n / 2) with a static gather and no
-  concatenation. At (17, 431080) this takes 5.8 ms where 136 separate
-  reductions over pairs of rows take 11-20 ms (each re-reads two rows from
-  the L3 cache) and the dot ``x @ x.T`` 27 ms.
+  For every pair of rows, the sum of squared differences over each block of
+  columns (``_blocks``) is computed while the block of all n rows sits in the
+  L1 cache; one reduction then adds the block sums. The pairs are enumerated
+  cyclically, (i, i + s mod n) for s = 1..n // 2, so each is computed once
+  (twice for s = n / 2) by a static gather, with no concatenation. At
+  (17, 431080) this takes 5.8 ms, where 136 separate reductions over pairs of
+  rows take 11-20 ms (each re-reads two rows from the L3 cache) and the dot
+  ``x @ x.T`` 27 ms.
 
   Args:
     x: (n, d) array in the compute dtype.
@@ -209,24 +258,12 @@ def _pair_sq_distances(x: jax.Array) -> jax.Array:
   Returns:
     (n, n) symmetric array, zero diagonal; NaN or inf where a row is not finite.
   """
-  n, d = x.shape
-  num_k, lanes, pad = _column_blocks(d)
-  if pad:
-    x = jnp.pad(x, ((0, 0), (0, pad)))
-  y = x.reshape(n, -1, num_k, lanes)  # (n, blocks, K, V), blocks contiguous
+  n = x.shape[0]
   shifts = n // 2
   partner = (np.arange(n)[None, :] + np.arange(1, shifts + 1)[:, None]) % n
-  terms = []
-  for k in range(num_k):
-    block = y[:, :, k].transpose(1, 0, 2)  # (blocks, n, V)
-    terms.append(jnp.square(block[:, None] - block[:, partner]))
-  part = row_sum(terms)  # (blocks, shifts, n, V)
-  # A select XLA's YNNPACK fusion does not take: without it YNNPACK claims the
-  # squares and adds and runs them 20x slower (114 ms). Keeps NaN.
-  part = jnp.where(part < 0, 0.0, part)
-  sums = jnp.sum(part, axis=(0, 3)).reshape(-1)
-  rows = np.tile(np.arange(n), shifts)
-  cols = partner.reshape(-1)
+  terms = [jnp.square(b[:, None] - b[:, partner]) for b in _blocks(x)]
+  sums = _block_sums(terms, (0, 3)).reshape(-1)  # (shifts, n) -> flat
+  rows, cols = np.tile(np.arange(n), shifts), partner.reshape(-1)
   return jnp.zeros((n, n), x.dtype).at[rows, cols].set(sums).at[cols, rows].set(sums)
 
 
@@ -257,7 +294,7 @@ def pairwise_sq_distances(x: jax.Array,
   if n <= _MAX_UNROLLED_ROWS:
     return _pair_sq_distances(xf)
   if sq_norms is None:
-    sq_norms = jnp.sum(jnp.square(xf), axis=1)
+    sq_norms = row_sq_distances(xf)
   sq_norms = jnp.where(jnp.isfinite(sq_norms), sq_norms, jnp.inf)
   ref = jnp.argsort(sq_norms)[(n - 1) // 2]
   xc = xf - jax.lax.dynamic_index_in_dim(xf, ref, keepdims=True)
@@ -339,7 +376,7 @@ class Rows:
 
   def _sq_norms(self):
     if self._parent is None:
-      n2 = jnp.sum(jnp.square(self.x.astype(self.cdtype)), axis=1)
+      n2 = row_sq_distances(self.x.astype(self.cdtype))
       return jnp.where(jnp.isfinite(n2), n2, jnp.inf)
     kind, arg = self._op
     p = self._parent

@@ -452,7 +452,7 @@ def monna(rows: Rows, *, f: int, index: int = 0) -> jax.Array:
   n = rows.num_rows
   if rows.mix is None and "dist" not in rows._cache:
     x = rows.x.astype(rows.cdtype)
-    d2 = jnp.sum(jnp.square(x - x[index]), axis=1)
+    d2 = K.row_sq_distances(x, x[index])
     d2 = jnp.where(jnp.isfinite(d2) & ~rows.bad(), d2, jnp.inf).at[index].set(0.0)
   else:
     d2 = rows.dist()[index]
@@ -551,7 +551,7 @@ def _gm_start(rows: Rows, init: str):
       rows.combine(jnp.where(bad, 0.0, 1.0) / jnp.sum(~bad))
   cdt = rows.cdtype
   y = rows.materialize().astype(cdt)
-  return z, jnp.sum(jnp.square(y - z.astype(cdt)), axis=1)
+  return z, K.row_sq_distances(y, z.astype(cdt))
 
 
 def _converged(prev: jax.Array, objective: jax.Array, tolerance: float):
@@ -603,7 +603,7 @@ def geometric_median(rows: Rows, *, f: int, nu: float = 1e-6,
     x = rows.x.astype(cdt)
     z = rows.combine(a).astype(cdt)
     for _ in range(iterations - 1):
-      sq = jnp.sum(jnp.square(x - z), axis=1)
+      sq = K.row_sq_distances(x, z)
       a_new, obj_new = _weiszfeld_weights(sq, bad, nu)
       done = done | _converged(obj, obj_new, tolerance)
       z = jnp.where(done, z, rows.combine(a_new).astype(cdt))
@@ -706,7 +706,7 @@ def centered_clipping(rows: Rows, *, f: int, tau: float = 100.0,
   y = K.clean_rows(y, bad)
   v = jnp.zeros((y.shape[1],), cdt) if center is None else center.astype(cdt)
   for _ in range(iterations):
-    norm = jnp.sqrt(jnp.sum(jnp.square(y - v), axis=1))
+    norm = jnp.sqrt(K.row_sq_distances(y, v))
     scale = jnp.where(bad, 0.0, jnp.minimum(1.0, tau / jnp.maximum(norm, 1e-30)))
     v = v * (1.0 - jnp.sum(scale) / n) + jnp.dot(scale / n, y, precision="highest")
   return v.astype(rows.dtype)

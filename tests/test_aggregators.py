@@ -557,9 +557,9 @@ def test_validation_happens_before_compilation():
 # pair reductions up to 32 rows, a centred Gram matrix above), 1e38 rows.
 
 
-@pytest.mark.parametrize("n", [2, 3, 17, 40, 100])
+@pytest.mark.parametrize("n", [2, 3, 17, 40, 130])
 def test_sorted_rows_match_numpy(n):
-  """Networks (n <= 96) and jnp.sort (n > 96) sort every coordinate, NaN last."""
+  """Networks (n <= 128) and jnp.sort (n > 128) sort every coordinate, NaN last."""
   rng = np.random.default_rng(n)
   x = rng.integers(-3, 4, (n, 40)).astype(np.float32)  # many ties
   x[rng.random((n, 40)) < 0.1] = np.inf
@@ -570,7 +570,7 @@ def test_sorted_rows_match_numpy(n):
 
 
 @pytest.mark.parametrize("name", ["median", "trimmed_mean", "meamed"])
-@pytest.mark.parametrize("n,f", [(40, 9), (100, 20)])
+@pytest.mark.parametrize("n,f", [(40, 9), (130, 20)])
 def test_order_statistics_many_rows(name, n, f):
   x = data(n, 5, 41)
   x[:f // 2] = np.inf  # treated as the largest values
@@ -602,6 +602,19 @@ def test_pairwise_distances_match_float64(n, d):
   x64 = x.astype(np.float64)
   want = np.sum((x64[:, None] - x64[None]) ** 2, axis=-1)
   np.testing.assert_allclose(got, want, rtol=2e-5)
+
+
+@pytest.mark.parametrize("d", [300, 400, 520])
+def test_row_sq_distances_match_float64(d):
+  x = data(17, d, 46) + np.float32(100.0)
+  z = x[3] + data(1, d, 47)[0]
+  x64, z64 = x.astype(np.float64), z.astype(np.float64)
+  np.testing.assert_allclose(np.asarray(K.row_sq_distances(jnp.asarray(x))),
+                             np.sum(x64 ** 2, axis=1), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(K.row_sq_distances(jnp.asarray(x), jnp.asarray(z))),
+                             np.sum((x64 - z64) ** 2, axis=1), rtol=1e-5)
+  x[5, 7] = np.nan
+  assert np.isnan(np.asarray(K.row_sq_distances(jnp.asarray(x)))[5])
 
 
 def test_pairwise_distances_of_non_finite_rows():
