@@ -461,23 +461,28 @@ class Rows:
       return y.astype(self.dtype)
     return self._cached("rows", build)
 
-  def combine(self, weights: jax.Array) -> jax.Array:
-    """``weights @ rows`` as a (d,) vector in the input dtype (bad rows zeroed).
+  def combine(self, weights: jax.Array, dtype=None) -> jax.Array:
+    """``weights @ rows`` as a (d,) vector (bad rows zeroed).
 
     For small n, unrolled weighted row adds with the bad-row mask inside one
     fused loop: no cleaned copy of the data and one pass over it.
+
+    Args:
+      weights: (m,) weights of the rows.
+      dtype: the output dtype; default the input dtype.
     """
+    dtype = self.dtype if dtype is None else dtype
     w = weights.astype(self.cdtype)
     if self.mix is not None:
       w = w @ self.mix.astype(self.cdtype)
     root = self.root
     n = root.x.shape[0]
     if n > _MAX_UNROLLED_ROWS:
-      return jnp.dot(w, self.clean_x(), precision=_HIGHEST).astype(self.dtype)
+      return jnp.dot(w, self.clean_x(), precision=_HIGHEST).astype(dtype)
     bad = root.bad()
     terms = [jnp.where(bad[i], 0.0, w[i] * root.x[i].astype(self.cdtype))
              for i in range(n)]
-    return row_sum(terms).astype(self.dtype)
+    return row_sum(terms).astype(dtype)
 
   def select(self, index: jax.Array) -> jax.Array:
     """Row ``index`` exactly (a gather when no pre-aggregation was applied)."""

@@ -700,15 +700,18 @@ def centered_clipping(rows: Rows, *, f: int, tau: float = 100.0,
   """
   del f
   cdt = rows.cdtype
-  y = rows.materialize().astype(cdt)
-  n = y.shape[0]
-  bad = rows.bad()
-  y = K.clean_rows(y, bad)
-  v = jnp.zeros((y.shape[1],), cdt) if center is None else center.astype(cdt)
+  # Two passes per iteration over the original rows (distances to v, then one
+  # masked weighted sum); from zero the first distances are the cached norms.
+  # Was 6.9 ms at (17, 431080) with a cleaned copy of the rows and a matvec.
+  base = rows if rows.mix is None else Rows(rows.materialize())
+  x, bad, n = base.x.astype(cdt), base.bad(), base.num_rows
+  v = None if center is None else center.astype(cdt)
   for _ in range(iterations):
-    norm = jnp.sqrt(K.row_sq_distances(y, v))
-    scale = jnp.where(bad, 0.0, jnp.minimum(1.0, tau / jnp.maximum(norm, 1e-30)))
-    v = v * (1.0 - jnp.sum(scale) / n) + jnp.dot(scale / n, y, precision="highest")
+    sq = base.sq_norms() if v is None else K.row_sq_distances(x, v)
+    scale = jnp.where(bad, 0.0,
+                      jnp.minimum(1.0, tau / jnp.maximum(jnp.sqrt(sq), 1e-30)))
+    step = base.combine(scale / n, dtype=cdt)
+    v = step if v is None else v * (1.0 - jnp.sum(scale) / n) + step
   return v.astype(rows.dtype)
 
 
