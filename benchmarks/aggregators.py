@@ -8,7 +8,12 @@ memory-bandwidth floor). With --byzfl-python (a virtualenv with byzfl and CPU
 torch, see benchmarks/byzfl_reference.py), ByzFL's same rules run on the same
 input in the same run, on its torch and NumPy paths; the table shows its
 faster path, the speed-up, and the largest difference between the two outputs
-(deterministic rules only). A second table scales n at d = 100,000.
+(deterministic rules only). ByzFL runs once per ``--byzfl-threads`` setting
+(default 1 and 2 torch/BLAS threads; byzjax uses both cores) and each rule is
+compared with its fastest path and thread count. The target column is the
+issue's: at least 10x faster than ByzFL for median, trimmed_mean, meamed,
+krum, multi_krum, mda, nnm and geometric_median, no slower for the others.
+A second table scales n at d = 100,000.
 
 Settings matched to ByzFL: geometric_median with nu = 0.1, 3 iterations from
 zero (ByzFL's GeometricMedian defaults); centered_clipping with tau = 100, one
@@ -65,6 +70,14 @@ CASES = [
     ("nnm+krum", ["nnm", "krum"], None, None),
 ]
 RANDOM = {"bucketing", "caf", "smea"}  # ByzFL's output depends on its RNG
+NOTES = """Notes on the comparison:
+- nnm's max |diff|: ByzFL's float32 distances misorder nearly tied
+  neighbours at large d; byzjax's exact distances match a float64 reference.
+- clipping and arc: ByzFL scales its input in place (arc only the clipped
+  rows) and the harness copies the input outside the timer; byzjax's rules
+  are pure and write a new (n, d) array, so the copy above is their floor."""
+TEN_X = {"median", "trimmed_mean", "meamed", "krum", "multi_krum", "mda", "nnm",
+         "geometric_median"}  # ByzFL names with a 10x speed target
 
 
 def build(stages, f):
@@ -91,6 +104,7 @@ def time_call(fn, x, reps):
 
 
 def run_byzfl(python, x, f, rules, reps, threads):
+  """ByzFL's times and outputs for each rule, at one thread count."""
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "x.npy")
     np.save(path, x)
@@ -110,16 +124,37 @@ def run_byzfl(python, x, f, rules, reps, threads):
     return results
 
 
+def best_byzfl(python, x, f, rules, reps, thread_counts):
+  """Per rule: the fastest torch and NumPy times over the thread counts, the
+  fastest overall with its path and thread count, and the torch output."""
+  best = {}
+  for threads in thread_counts:
+    for rule, entry in run_byzfl(python, x, f, rules, reps, threads).items():
+      b = best.setdefault(rule, {"torch_ms": None, "numpy_ms": None,
+                                 "fastest_ms": None, "output": None})
+      if b["output"] is None:
+        b["output"] = entry.get("output")
+      for path in ("torch", "numpy"):
+        ms = entry.get(f"{path}_ms")
+        if ms and (b[f"{path}_ms"] is None or ms < b[f"{path}_ms"]):
+          b[f"{path}_ms"] = ms
+        if ms and (b["fastest_ms"] is None or ms < b["fastest_ms"]):
+          b["fastest_ms"], b["fastest"] = ms, f"{path}/{threads}"
+          b["fastest_copy_ms"] = entry.get(f"{path}_copy_ms")
+  return best
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--n", type=int, default=17)
   p.add_argument("--f", type=int, default=4)
   p.add_argument("--dims", default="100000,431080,1000000")
-  p.add_argument("--reps", type=int, default=10)
+  p.add_argument("--reps", type=int, default=15)
   p.add_argument("--byzfl-python", help="python of a virtualenv with byzfl")
   p.add_argument("--byzfl-reps", type=int, default=3)
-  p.add_argument("--byzfl-threads", type=int, default=2,
-                 help="torch/BLAS threads for ByzFL (byzjax uses every core)")
+  p.add_argument("--byzfl-threads", default="1,2",
+                 help="torch/BLAS thread counts to run ByzFL with; each rule is "
+                      "compared with its fastest (byzjax uses every core)")
   p.add_argument("--byzfl-skip", default="smea",
                  help="rules not run under ByzFL (SMEA takes minutes there)")
   p.add_argument("--scaling", default="17,65,257", help="n values at d=100,000")
@@ -129,7 +164,11 @@ def main(argv=None):
   cases = [c for c in CASES if not args.only or c[0] in args.only.split(",")]
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, "
         f"{os.cpu_count()} cores; n={args.n}, f={args.f}, float32; median of "
-        f"{args.reps} calls")
+        f"{args.reps} calls; load average {os.getloadavg()[0]:.2f} at start")
+  if args.byzfl_python:
+    print(f"ByzFL: fastest of its torch and NumPy paths at "
+          f"{args.byzfl_threads} threads (best = path/threads), median of "
+          f"{args.byzfl_reps} calls; max |diff| is against ByzFL's torch output")
   for d in [int(v) for v in args.dims.split(",")]:
     x = np.random.default_rng(0).standard_normal((args.n, d)).astype(np.float32)
     xj = jnp.asarray(x)
@@ -139,14 +178,16 @@ def main(argv=None):
     if args.byzfl_python:
       skip = set(args.byzfl_skip.split(","))
       rules = [c[3] for c in cases if c[3] and c[3] not in skip]
-      byzfl = run_byzfl(args.byzfl_python, x, args.f, rules, args.byzfl_reps,
-                        args.byzfl_threads)
+      byzfl = best_byzfl(args.byzfl_python, x, args.f, rules, args.byzfl_reps,
+                         [int(t) for t in args.byzfl_threads.split(",")])
     print(f"\nd = {d:,}: copy {copy_s * 1e6:,.0f} us = {gb / copy_s:.1f} GB/s "
           f"(memory-bandwidth floor)")
     head = (f"{'rule':28s}{'byzjax us':>12s}{'GB/s':>8s}{'ByzFL torch ms':>16s}"
-            f"{'numpy ms':>10s}{'speed-up':>10s}{'max |diff|':>12s}")
+            f"{'numpy ms':>10s}{'best':>9s}{'speed-up':>10s}{'target':>13s}"
+            f"{'max |diff|':>12s}")
     print(head)
     print("-" * len(head))
+    in_place = []
     for label, stages, f_override, byzfl_name in cases:
       f = args.f if f_override is None else f_override
       fn = build(stages, f)
@@ -158,11 +199,23 @@ def main(argv=None):
         diff = "-"
         if byzfl_name not in RANDOM and entry.get("output") is not None:
           diff = f"{np.max(np.abs(np.asarray(fn(xj)) - entry['output'])):.1e}"
+        speedup = entry["fastest_ms"] / (secs * 1e3)
+        want = 10.0 if byzfl_name in TEN_X else 1.0
+        target = f"{want:.0f}x " + ("ok" if speedup >= want else "MISSED")
         row += (f"{fmt(entry['torch_ms']):>16s}{fmt(entry['numpy_ms']):>10s}"
-                f"{entry['fastest_ms'] / (secs * 1e3):9.1f}x{diff:>12s}")
+                f"{entry['fastest']:>9s}{speedup:9.1f}x{target:>13s}{diff:>12s}")
       elif byzfl_name and args.byzfl_python:
         row += f"{'(not run)':>16s}"
       print(row)
+      if entry and entry.get("fastest_copy_ms"):
+        in_place.append(f"  {label}: ByzFL {entry['fastest_ms']:.1f} ms in place; "
+                        f"with the copy of its input, {entry['fastest_ms']:.1f} + "
+                        f"{entry['fastest_copy_ms']:.1f} = "
+                        f"{entry['fastest_ms'] + entry['fastest_copy_ms']:.1f} ms "
+                        f"vs byzjax {secs * 1e3:.1f} ms")
+    if in_place:
+      print("In-place ByzFL rules (a pure function writes a new array):")
+      print("\n".join(in_place))
 
   if args.scaling:
     d = 100_000
@@ -180,6 +233,9 @@ def main(argv=None):
         except ValueError:
           cells.append(f"{'n/a':>12s}")  # e.g. C(n, f) subsets too many
       print(f"{label:28s}" + "".join(cells))
+  print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
+  if args.byzfl_python:
+    print(NOTES)
 
 
 if __name__ == "__main__":
