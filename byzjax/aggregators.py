@@ -81,8 +81,9 @@ def names() -> list:
 
 
 def _sorted(rows: Rows):
-  cdt = rows.cdtype
-  return [r.astype(cdt) for r in K.sorted_rows(rows.materialize())]
+  if rows.mix is None:  # sort in the input dtype (exact), compute in cdtype
+    return [r.astype(rows.cdtype) for r in K.sorted_rows(rows.x)]
+  return K.sorted_rows(rows.row_list())
 
 
 @_aggregator("mean")
