@@ -14,12 +14,13 @@ Command (from the repository root, where ../shared/datasets/mnist is):
   byzjax sweep experiments/table2_offline.py
 
 (``--data-dir DIR`` points elsewhere; ``--tiny`` / ``--steps 2`` for a quick
-check.) Measured on a 2-core CPU: 70-150 ms per round of the MNIST CNN
-(optimized attacks and GM at the top of that range) and 3-7 s of
-compilation per method and attack: the 305 runs take about 8 hours
-(``--set diagnostics=false`` drops the Byzantine-influence derivative and
-saves a part of that). The grid resumes where it stopped if interrupted
-(rerun the same command).
+check.) Measured on a 2-core CPU with ``--seeds 1 --set
+diagnostics=false`` (no Byzantine-influence derivative): the 61 runs of
+seed 1 in 81 min (40-160 s of training per run, 3-6 s of compiling), so
+about 6.8 hours for all five seeds. The grid resumes where it stopped if
+interrupted (rerun the same command). That seed-1 result, with the paper's
+numbers beside it and a comparison, is in
+``experiments/results/table2_offline/``.
 
 Expected: the paper's Table 2 (printed beside our numbers; see table2.py),
 with somewhat lower accuracies. Settings as in table2.py.
