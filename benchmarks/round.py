@@ -55,6 +55,10 @@ def flush_denormals():
   of case 1 takes 65-180 ms (median ~97 ms) and, for long stretches, 1.4 s;
   with it, 64-87 ms (median 68 ms): the round meets float32 subnormals
   (XLA:CPU does not flush them on every thread it runs kernels on).
+  Measured later (Krum vs optimized ALIE, the same compiled 50-round chunk
+  on identical inputs): chunks of ~700 ms/round instead of ~70 occur in some
+  runs with and without FTZ/DAZ, so subnormals are not the only cause of
+  slow stretches on this machine; the tables report medians.
   """
   libm = ctypes.CDLL(ctypes.util.find_library("m"))
   env = ctypes.create_string_buffer(64)  # glibc x86-64 fenv_t: mxcsr at 28
