@@ -39,8 +39,6 @@ momentum, attack, aggregation + server step, broadcast).
 """
 
 import argparse
-import ctypes
-import ctypes.util
 from importlib import metadata
 import json
 import os
@@ -52,18 +50,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from byzfl_reference import import_byzfl  # pylint: disable=wrong-import-position
-
-
-def flush_denormals():
-  """Sets flush-to-zero and denormals-are-zero (MXCSR) on this thread."""
-  libm = ctypes.CDLL(ctypes.util.find_library("m"))
-  env = ctypes.create_string_buffer(64)  # glibc x86-64 fenv_t: mxcsr at 28
-  if libm.fegetenv(env) != 0:
-    raise OSError("fegetenv failed")
-  mxcsr = int.from_bytes(env.raw[28:32], "little") | (1 << 15) | (1 << 6)
-  env[28:32] = mxcsr.to_bytes(4, "little")
-  if libm.fesetenv(env) != 0:
-    raise OSError("fesetenv failed")
+from cpu_quiet import Window, flush_denormals, wait_for_quiet  # pylint: disable=wrong-import-position
 
 
 def table3_model(torch):
@@ -153,41 +140,6 @@ def build(byzfl, torch, np, case, data, args):
   return clients, server, byz
 
 
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def _ticks():
-  """(busy ticks of all cores, ticks of this process)."""
-  with open("/proc/stat") as fh:
-    v = [int(x) for x in fh.readline().split()[1:]]
-  with open("/proc/self/stat") as fh:
-    mine = [int(x) for x in fh.read().rsplit(")", 1)[1].split()[11:15]]
-  return sum(v) - v[3] - v[4], sum(mine)
-
-
-def others_ticks(start):
-  """CPU ticks other processes used since ``start`` (a ``_ticks()``)."""
-  busy, mine = _ticks()
-  return (busy - start[0]) - (mine - start[1])
-
-
-def is_clean(others, seconds):
-  """At most 1 tick plus 5% of the cores' time went to other processes."""
-  return others <= 1 + 0.05 * seconds * _HZ * os.cpu_count()
-
-
-def wait_for_quiet(threshold=0.1, max_wait=300.0):
-  """Waits (up to max_wait s) until other processes leave the CPU."""
-  start = time.perf_counter()
-  while time.perf_counter() - start < max_wait:
-    t = _ticks()
-    time.sleep(0.5)
-    if others_ticks(t) <= threshold * 0.5 * _HZ * os.cpu_count():
-      break
-    time.sleep(2.0)
-  return time.perf_counter() - start
-
-
 def run_case(byzfl, torch, np, case, data, args):
   """Median ms per round (and per phase) of ByzFL's DSGD loop."""
   byzfl.utils.misc.set_random_seed(args.seed)
@@ -203,27 +155,27 @@ def run_case(byzfl, torch, np, case, data, args):
   # Rounds during which other processes used the CPU are not kept (the loop
   # goes on until ``rounds`` clean rounds, at most 3x as many in all).
   while len(phases["total"]) < args.rounds and step < args.warmup + 3 * args.rounds:
-    start = _ticks()
-    t0 = time.perf_counter()
-    loss = 0.0
-    for client in clients:
-      loss += client.compute_gradients()
-      if args.clip:
-        clip(client.model.parameters(), args.clip)  # per-worker clip, Table 3
-    t1 = time.perf_counter()
-    honest = [client.get_flat_gradients_with_momentum() for client in clients]
-    t2 = time.perf_counter()
-    byz_vectors = byz.apply_attack(honest)
-    t3 = time.perf_counter()
-    server.update_model_with_gradients(honest + byz_vectors)
-    t4 = time.perf_counter()
-    model = server.get_dict_parameters()
-    for client in clients:
-      client.set_model_state(model)
-    t5 = time.perf_counter()
+    with Window() as window:
+      t0 = time.perf_counter()
+      loss = 0.0
+      for client in clients:
+        loss += client.compute_gradients()
+        if args.clip:
+          clip(client.model.parameters(), args.clip)  # per-worker clip, Table 3
+      t1 = time.perf_counter()
+      honest = [client.get_flat_gradients_with_momentum() for client in clients]
+      t2 = time.perf_counter()
+      byz_vectors = byz.apply_attack(honest)
+      t3 = time.perf_counter()
+      server.update_model_with_gradients(honest + byz_vectors)
+      t4 = time.perf_counter()
+      model = server.get_dict_parameters()
+      for client in clients:
+        client.set_model_state(model)
+      t5 = time.perf_counter()
     losses.append(loss / len(clients))
     if step >= args.warmup:
-      if is_clean(others_ticks(start), t5 - t0):
+      if window.clean:
         for k, v in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4,
                                   t5 - t0)):
           phases[k].append(v * 1e3)

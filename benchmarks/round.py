@@ -42,33 +42,9 @@ diagnostic, server step).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import sys
 
-
-def flush_denormals():
-  """Sets flush-to-zero and denormals-are-zero (MXCSR) on this thread.
-
-  Threads started afterwards inherit it, so this must run before jax (or
-  torch) creates its thread pools. Measured here: without it, a jitted round
-  of case 1 takes 65-180 ms (median ~97 ms) and, for long stretches, 1.4 s;
-  with it, 64-87 ms (median 68 ms): the round meets float32 subnormals
-  (XLA:CPU does not flush them on every thread it runs kernels on).
-  Measured later (Krum vs optimized ALIE, the same compiled 50-round chunk
-  on identical inputs): chunks of ~700 ms/round instead of ~70 occur in some
-  runs with and without FTZ/DAZ, so subnormals are not the only cause of
-  slow stretches on this machine; the tables report medians.
-  """
-  libm = ctypes.CDLL(ctypes.util.find_library("m"))
-  env = ctypes.create_string_buffer(64)  # glibc x86-64 fenv_t: mxcsr at 28
-  if libm.fegetenv(env) != 0:
-    raise OSError("fegetenv failed")
-  mxcsr = int.from_bytes(env.raw[28:32], "little") | (1 << 15) | (1 << 6)
-  env[28:32] = mxcsr.to_bytes(4, "little")
-  if libm.fesetenv(env) != 0:
-    raise OSError("fesetenv failed")
-
+from cpu_quiet import flush_denormals  # standard library only
 
 if __name__ == "__main__" and "--flush-denormals" in sys.argv:
   flush_denormals()  # before jax starts its threads
@@ -85,6 +61,9 @@ import statistics
 import subprocess
 import tempfile
 import time
+
+import cpu_quiet
+from cpu_quiet import Window
 
 import jax
 import jax.numpy as jnp
@@ -161,52 +140,12 @@ def _import_byzjax(commit):
   return f"byzjax from {path}: commit {sha[:10]}{note}"
 
 
-_HZ = os.sysconf("SC_CLK_TCK")
-
-
-def _ticks():
-  """(busy ticks of all cores, ticks of this process and its waited children)."""
-  with open("/proc/stat") as fh:
-    v = [int(x) for x in fh.readline().split()[1:]]
-  with open("/proc/self/stat") as fh:
-    mine = [int(x) for x in fh.read().rsplit(")", 1)[1].split()[11:15]]
-  return sum(v) - v[3] - v[4], sum(mine)
-
-
-class Window:
-  """Wall time of a block, and the CPU that other processes used meanwhile.
-
-  The machine is shared; others should hold /tmp/byzjax-cpu.lock while they
-  time something, but tests and builds may not, and XLA:CPU slows down many
-  times over when its threads share the cores. A window is clean when the
-  others used at most 1 tick plus 5% of the cores' time.
-  """
-
-  def __enter__(self):
-    self.busy0, self.mine0 = _ticks()
-    self.t0 = time.perf_counter()
-    return self
-
-  def __exit__(self, *exc):
-    self.seconds = time.perf_counter() - self.t0
-    busy, mine = _ticks()
-    self.others = (busy - self.busy0) - (mine - self.mine0)
-    self.clean = self.others <= 1 + 0.05 * self.seconds * _HZ * os.cpu_count()
-
-
 _STATS = {"clean": 0, "rejected": 0, "waited_s": 0.0}
 
 
-def wait_for_quiet(threshold=0.1, max_wait=300.0):
-  """Waits (up to max_wait s) until other processes leave the CPU."""
-  start = time.perf_counter()
-  while time.perf_counter() - start < max_wait:
-    with Window() as w:
-      time.sleep(0.5)
-    if w.others <= threshold * w.seconds * _HZ * os.cpu_count():
-      break
-    time.sleep(2.0)
-  _STATS["waited_s"] += time.perf_counter() - start
+def wait_for_quiet():
+  """``cpu_quiet.wait_for_quiet``, counting the seconds waited."""
+  _STATS["waited_s"] += cpu_quiet.wait_for_quiet()
 
 
 def clean_samples(run_once, count, max_tries=None):
@@ -461,7 +400,7 @@ def main(argv=None):
   diag_settings = [s.strip().lower() == "true"
                    for s in args.diagnostics.split(",")]
 
-  say(f"# benchmarks/round.py: rounds per second, MNIST CNN of Table 3")
+  say("# benchmarks/round.py: rounds per second, MNIST CNN of Table 3")
   say(f"command: {' '.join(shlex.quote(a) for a in [sys.executable, *sys.argv])}")
   say(f"machine: {machine_info()}")
   say(f"code: {source}")
