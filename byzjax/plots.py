@@ -261,7 +261,6 @@ def worst_case_heatmap(tables: Sequence[ex.Table], path: str, *, y: str,
   fig, axes = _panels(len(methods), width=0.7 * len(xs) + 1.4,
                       height=0.45 * len(ys) + 1.0, constrained=True,
                       max_cols=_columns(methods, tables[0].row_field))
-  plt = _pyplot()
   image = None
   for ax, method in zip(axes, methods):
     data = np.full((len(ys), len(xs)), np.nan)

@@ -47,7 +47,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import math
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -631,7 +630,7 @@ class Experiment:
            ) -> Tuple[TrainState, RoundMetrics]:
     """One robust round (pure; jit it, or scan it)."""
     c = self.config
-    h, f, n = c.honest, c.f, c.n
+    h, f = c.honest, c.f
     key, k_batch, k_drop, k_rule = jax.random.split(state.key, 4)
     images, labels, mask = self._batches(k_batch, data.workers)
     holders = images.shape[0]
