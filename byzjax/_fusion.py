@@ -56,6 +56,29 @@ def row_mean(x: Array, h: int) -> Array:
   return row_sum(x, h) * (1.0 / h)
 
 
+def row_sq_deviations(x: Array, center: Array, h: int) -> Array:
+  """sum_{i < h} (x_i - center)**2, coordinate-wise, for an (n, d) matrix x.
+
+  Two-pass (deviations from a given centre, not E[x^2] - c^2, which cancels
+  catastrophically), unrolled like ``row_sum``.
+
+  Args:
+    x: (n, d) matrix.
+    center: (d,) vector.
+    h: number of leading rows, h <= n.
+
+  Returns:
+    (d,) vector.
+  """
+  if h > MAX_UNROLLED_ROWS:
+    return jnp.dot(jnp.ones((h,), x.dtype), jnp.square(x[:h] - center),
+                   precision=jax.lax.Precision.HIGHEST)
+  total = jnp.square(x[0] - center)
+  for i in range(1, h):
+    total = total + jnp.square(x[i] - center)
+  return total
+
+
 def vector_sum(v: Array) -> Array:
   """sum(v) of a (d,) vector, as a small matvec over a (d/8, 8) view.
 

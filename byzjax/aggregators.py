@@ -39,7 +39,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -800,8 +800,50 @@ class Composed:
       key, sub = jax.random.split(key)
     return rule.run(rows, f=self.f, key=sub, center=center, **hyper)
 
+  def bind(self, key: Optional[jax.Array] = None,
+           center: Optional[jax.Array] = None) -> "Defence":
+    """This rule with its round's key and centre fixed: a ``Defence``."""
+    return Defence(self, key if self.randomized else None,
+                   center if self.uses_center else None)
+
   def __repr__(self) -> str:
     return f"<byzjax composed rule {self.name!r}, f={self.f}>"
+
+
+class Defence(NamedTuple):
+  """The server's defence in one round: a composed rule, its key and centre.
+
+  A pure function ``(n, d) -> (d,)`` that the training round and the attacks
+  share. An omniscient attack that simulates the defence calls it on its
+  candidate inputs; for a randomized rule (bucketing) it draws its own
+  randomness with ``with_key`` unless it is told the server's
+  (``knows_server_randomness``). ``run_rows`` evaluates it on lazily mixed
+  ``Rows``, so that candidates sharing rows share their distances.
+
+  Attributes:
+    rule: the composed rule.
+    key: the key of its randomized stages (None when it has none).
+    center: the previous aggregate, for rules that start from it.
+  """
+
+  rule: Composed
+  key: Optional[jax.Array] = None
+  center: Optional[jax.Array] = None
+
+  @property
+  def randomized(self) -> bool:
+    return self.rule.randomized
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.rule(x, key=self.key, center=self.center)
+
+  def run_rows(self, rows: Rows) -> jax.Array:
+    """The defence on ``Rows`` (e.g. ``Rows(base).mixed(m)``), unvalidated."""
+    return self.rule.run_rows(rows, key=self.key, center=self.center)
+
+  def with_key(self, key: Optional[jax.Array]) -> "Defence":
+    """The same defence drawing its randomness from ``key``."""
+    return self._replace(key=key if self.randomized else None)
 
 
 def compose(*stages: Stage, f: int, n: Optional[int] = None) -> Composed:
@@ -839,3 +881,49 @@ def compose(*stages: Stage, f: int, n: Optional[int] = None) -> Composed:
                      f"pre-aggregation {parsed[-1][0].name!r}")
   f = _validate.check_int("f", f, low=0, what="compose: ")
   return Composed(parsed, f, n)
+
+
+# ---------------------------------------------------------------------------
+# (f, kappa)-robustness coefficients (Allouah et al. 2023, Table 1).
+
+
+def robustness_coefficient(aggregator: str, *, n: int, f: int,
+                           aggregator_args: Optional[dict] = None
+                          ) -> Optional[float]:
+  """The kappa of (f, kappa)-robustness proven for a rule, or None.
+
+  F is (f, kappa)-robust when ||F(x) - mean_S||^2 <= kappa (1/|S|) sum_S
+  ||x_i - mean_S||^2 for every S of n - f inputs (Definition 2): the empirical
+  kappa_hat_t^2 of eq. (26) never exceeds it. With r = f / (n - 2f):
+  CWTM 6 r (1 + r) (Proposition 2), Krum with the n - f nearest vectors
+  (itself included, ``neighbours = n - f - 1``) 6 (1 + r) (Proposition 3),
+  GM (exact) and CWMed 4 (1 + r)^2 (Propositions 4 and 5); NNM followed by an
+  (f, kappa)-robust F: 8 f / (n - f) (kappa + 1) (Lemma 1). Other rules,
+  other Krum variants and other pre-aggregations (bucketing's guarantee holds
+  only in expectation): None. The lower bound every rule obeys is f / (n - 2f)
+  (Proposition 6).
+
+  Args:
+    aggregator: stages joined by "+", e.g. "nnm+trimmed_mean".
+    n: number of workers.
+    f: number of Byzantine workers, 0 <= 2f < n.
+    aggregator_args: hyperparameters per stage (Krum's ``neighbours``).
+
+  Returns:
+    kappa, or None when the paper proves none for this composition.
+  """
+  stages = aggregator.split("+")
+  args = dict(aggregator_args or {})
+  r = f / (n - 2 * f)
+  last = stages[-1]
+  if last == "trimmed_mean":
+    kappa = 6 * r * (1 + r)
+  elif last in ("median", "geometric_median"):
+    kappa = 4 * (1 + r) ** 2
+  elif last == "krum" and args.get("krum", {}).get("neighbours") == n - f - 1:
+    kappa = 6 * (1 + r)
+  else:
+    return None
+  if stages[:-1] == ["nnm"]:
+    return 8 * f / (n - f) * (kappa + 1)
+  return kappa if len(stages) == 1 else None

@@ -29,6 +29,7 @@ import numpy as np
 
 from byzjax import aggregators, experiments, preaggregators
 from byzjax import data as data_lib
+from byzjax import data as data_lib
 
 
 def _demo_inputs(n: int, f: int, d: int, seed: int):
@@ -278,7 +279,7 @@ def run_grid_from_args(args: argparse.Namespace) -> experiments.Grid:
         settings.pop(field)
       else:
         settings[field] = value[0]
-  if settings.get("split") != "dirichlet" and "alpha" not in axes:
+  if settings.get("split") not in data_lib.DIRICHLET_SPLITS and "alpha" not in axes:
     settings["alpha"] = None
   for key in ("aggregators", "attacks"):
     if not lists[key]:

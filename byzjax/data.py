@@ -62,6 +62,8 @@ NORMALIZATION = {
 
 DATASETS: Registry[Callable[..., "Dataset"]] = Registry("dataset")
 SPLITS: Registry[Callable[..., List[np.ndarray]]] = Registry("split scheme")
+# The schemes that take a Dirichlet concentration alpha.
+DIRICHLET_SPLITS = ("dirichlet", "dirichlet_per_worker")
 
 
 class Dataset(NamedTuple):
@@ -579,6 +581,30 @@ def _split_dirichlet(labels, *, num_workers, rng, alpha, min_size):
   return parts
 
 
+@SPLITS.register("dirichlet_per_worker")
+def _split_dirichlet_per_worker(labels, *, num_workers, rng, alpha, min_size):
+  classes = np.unique(labels)
+  buckets = [np.flatnonzero(labels == c) for c in classes]
+  per_worker = len(labels) // num_workers
+  proportions = rng.dirichlet(np.full(len(classes), alpha), size=num_workers)
+  counts = (per_worker * proportions).astype(np.int64)
+  parts = []
+  for w in range(num_workers):
+    if not np.all(np.isfinite(proportions[w])):  # the reference's NaN repair
+      counts[w] = 0
+      counts[w, rng.integers(len(classes))] = per_worker
+    part = [rng.choice(b, size=min(int(k), len(b)), replace=False)
+            for k, b in zip(counts[w], buckets)]
+    parts.append(np.concatenate(part))
+  sizes = [len(p) for p in parts]
+  if min(sizes) < min_size:
+    raise ValueError(
+        f"split 'dirichlet_per_worker' drew a worker with {min(sizes)} samples, "
+        f"fewer than the {min_size} needed (batch size); use another seed, a "
+        f"larger alpha or split 'dirichlet'")
+  return parts
+
+
 def split(labels, *, num_workers: int, scheme: str = "iid",
           alpha: Optional[float] = None, seed: int = 0,
           min_size: int = 1) -> List[np.ndarray]:
@@ -592,22 +618,29 @@ def split(labels, *, num_workers: int, scheme: str = "iid",
       e.g. 0.1, is extreme heterogeneity; 10 is low). Shard sizes differ. To
       give every worker at least ``min_size`` samples, a worker below it then
       receives random samples one by one from the currently largest worker.
+    * ``dirichlet_per_worker``: the authors' group's scheme (LPD-EPFL's
+      ``experiments/dataset.py``): each worker draws class proportions
+      p_i ~ Dir(alpha 1_C) and takes floor(p_ic N / num_workers) samples of
+      class c (all of them if the class has fewer), without replacement
+      within the worker but independently of the other workers: shards have
+      about N / num_workers samples each and may overlap. A draw that gives a
+      worker fewer than ``min_size`` samples raises.
     * ``extreme``: samples sorted by label (random order within a class) and
       cut into contiguous near-equal shards, so each worker sees few classes.
 
   Args:
     labels: int (N,) labels.
     num_workers: number of (honest) workers, in [1, N].
-    scheme: "iid", "dirichlet" or "extreme".
+    scheme: "iid", "dirichlet", "dirichlet_per_worker" or "extreme".
     alpha: Dirichlet concentration (> 0), required by and only allowed for
-      "dirichlet".
+      the Dirichlet schemes.
     seed: seed of the numpy Generator; fixes the split.
-    min_size: smallest shard size guaranteed by "dirichlet", in [1, N //
-      num_workers].
+    min_size: smallest shard size guaranteed by the Dirichlet schemes, in
+      [1, N // num_workers].
 
   Returns:
-    A list of ``num_workers`` sorted int64 index arrays, disjoint, covering
-    ``range(N)``.
+    A list of ``num_workers`` sorted int64 index arrays; disjoint and
+    covering ``range(N)`` except for ``dirichlet_per_worker``.
 
   Raises:
     ValueError: bad labels, scheme, num_workers, alpha or min_size.
@@ -622,16 +655,17 @@ def split(labels, *, num_workers: int, scheme: str = "iid",
   if not 1 <= num_workers <= n:
     raise ValueError(f"num_workers must be in [1, {n}] (the number of "
                      f"samples), got {num_workers}")
-  if scheme == "dirichlet":
+  if scheme in DIRICHLET_SPLITS:
     if alpha is None or not np.isfinite(alpha) or alpha <= 0:
-      raise ValueError(f"scheme 'dirichlet' needs a finite alpha > 0, got "
+      raise ValueError(f"scheme {scheme!r} needs a finite alpha > 0, got "
                        f"alpha={alpha}")
     if not 1 <= min_size <= n // num_workers:
       raise ValueError(f"min_size must be in [1, {n // num_workers}] (N // "
                        f"num_workers with N={n}), got {min_size}")
   elif alpha is not None:
-    raise ValueError(f"alpha is only used by scheme 'dirichlet', got "
-                     f"alpha={alpha} with scheme {scheme!r}")
+    raise ValueError(f"alpha is only used by the schemes "
+                     f"{', '.join(DIRICHLET_SPLITS)}, got alpha={alpha} with "
+                     f"scheme {scheme!r}")
   rng = np.random.default_rng(seed)
   parts = fn(labels, num_workers=num_workers, rng=rng, alpha=alpha,
              min_size=min_size)
@@ -748,8 +782,8 @@ def worker_data(ds: Dataset, *, num_workers: int, scheme: str = "iid",
   Args:
     ds: the dataset.
     num_workers: number of honest workers.
-    scheme: "iid", "dirichlet" or "extreme".
-    alpha: Dirichlet concentration (for "dirichlet" only).
+    scheme: "iid", "dirichlet", "dirichlet_per_worker" or "extreme".
+    alpha: Dirichlet concentration (for the Dirichlet schemes only).
     seed: split seed.
 
   Returns:

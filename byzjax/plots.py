@@ -5,6 +5,10 @@
 - ``aggregate_error_curves``: the distance ||R_t - s_t|| of the aggregate
   from the honest mean over rounds (mean over seeds), the diagnostic that
   shows why a method fails under an attack.
+- ``kappa_curves``: the empirical robustness coefficient kappa_hat_t of eq.
+  (26) of Allouah et al. over rounds, one panel per attack, one line per
+  method, log scale, with the (f, kappa) bounds of Table 1 / Lemma 1 (Figure 2
+  of the paper).
 - ``table_heatmap``: a summary table (method x attack, worst case last) as
   a heatmap.
 - ``worst_case_heatmap``: the worst case over attacks per method over two
@@ -22,6 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from byzjax import aggregators
 from byzjax import experiments as ex
 
 
@@ -197,6 +202,76 @@ def aggregate_error_curves(records: Sequence[ex.Record], path: str, *,
   return _save(fig, path)
 
 
+def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
+  if window <= 1 or len(values) < window:
+    return values
+  kernel = np.ones(window) / window
+  return np.convolve(values, kernel, mode="valid")
+
+
+def kappa_curves(records: Sequence[ex.Record], path: str, **kwargs) -> str:
+  """``kappa_figure`` saved as a PNG at ``path``; returns ``path``."""
+  return _save(kappa_figure(records, **kwargs), path)
+
+
+def kappa_figure(records: Sequence[ex.Record], *, rows: str = "aggregator",
+                 columns: str = "attack", smooth: int = 1, title: str = ""):
+  """kappa_hat_t of eq. (26) over rounds (Figure 2 of Allouah et al.).
+
+  One panel per ``columns`` value (attack), one line per ``rows`` value
+  (method), mean over seeds, log scale. kappa_hat_t^2 = ||R_t - m_bar_t||^2 /
+  ((1/|H|) sum_H ||m_i - m_bar_t||^2): the error of the aggregate in units of
+  the honest vectors' spread. Also drawn: for each method with a proven
+  (f, kappa)-robustness coefficient (``aggregators.robustness_coefficient``),
+  sqrt(kappa) dashed in its colour, which kappa_hat_t never exceeds; the lower
+  bound sqrt(f / (n - 2f)) of Proposition 6 (dotted); and the honest-only
+  level 1 (grey): an aggregate that is one honest vector picked at random
+  has E[kappa_hat_t^2] = 1.
+
+  Args:
+    records: the grid records of one group.
+    rows: the field whose values get a line each (methods).
+    columns: the field whose values get a panel each (attacks).
+    smooth: moving-average window over rounds (1: none).
+    title: the figure title.
+
+  Returns:
+    The matplotlib figure (one axes per panel).
+  """
+  panels = _by(records, columns)
+  fig, axes = _panels(len(panels), max_cols=4)
+  colors = {r: f"C{i % 10}" for i, r in enumerate(_by(records, rows))}
+  bounds = set()
+  for ax, (col, members) in zip(axes, panels.items()):
+    for row, runs in _by(members, rows).items():
+      mean, _ = _mean_std([r.result.kappa_hat for r in runs])
+      mean = _moving_average(mean, smooth)
+      t = np.arange(1, len(mean) + 1) + (smooth - 1 if len(mean) >= smooth else 0)
+      ok = np.isfinite(mean) & (mean > 0)
+      if ok.any():
+        ax.plot(t[ok], mean[ok], color=colors[row], lw=1.0,
+                label=ex.display(rows, row))
+      c = runs[0].result.config
+      kappa = aggregators.robustness_coefficient(
+          c.aggregator, n=c.n, f=c.rule_f, aggregator_args=c.aggregator_args)
+      if kappa is not None:
+        ax.axhline(math.sqrt(kappa), color=colors[row], ls="--", lw=0.8)
+      if 0 < c.rule_f and 2 * c.rule_f < c.n:
+        bounds.add(math.sqrt(c.rule_f / (c.n - 2 * c.rule_f)))
+    for b in bounds:
+      ax.axhline(b, color="k", ls=":", lw=0.9, label="lower bound sqrt(f/(n-2f))")
+    ax.axhline(1.0, color="0.5", lw=0.9, label="one honest vector")
+    ax.set_yscale("log")
+    ax.set_title(ex.display(columns, col), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.set_xlabel("round")
+  axes[0].set_ylabel("kappa_hat_t  (eq. 26)")
+  _legend(fig, axes)
+  if title:
+    fig.suptitle(title, fontsize=11)
+  return fig
+
+
 def table_heatmap(table: ex.Table, path: str, *, title: str = "") -> str:
   """A summary table as a heatmap (means annotated; worst case last).
 
@@ -297,8 +372,8 @@ def plot_grid(results: ex.GridResults, folder: str,
   """All plots of a grid's results into ``folder``.
 
   Per group of the grid's other axes (e.g. per f and alpha):
-  ``accuracy<_group>.png``, ``aggregate_error<_group>.png`` and
-  ``table<_group>.png``; over groups, when the grid varies one or two
+  ``accuracy<_group>.png``, ``aggregate_error<_group>.png``,
+  ``kappa<_group>.png`` and ``table<_group>.png``; over groups, when the grid varies one or two
   settings besides methods and attacks: ``worst_case_heatmap.png``.
 
   Returns:
@@ -327,6 +402,11 @@ def plot_grid(results: ex.GridResults, folder: str,
            if len(r.result.aggregate_error)):
       written.append(aggregate_error_curves(
           members, os.path.join(folder, f"aggregate_error{slug}.png"),
+          rows=grid.rows, columns=grid.columns, title=title))
+    if any(np.isfinite(r.result.kappa_hat).any() for r in members
+           if len(r.result.kappa_hat)):
+      written.append(kappa_curves(
+          members, os.path.join(folder, f"kappa{slug}.png"),
           rows=grid.rows, columns=grid.columns, title=title))
     written.append(table_heatmap(table, os.path.join(folder, f"table{slug}.png"),
                                  title=title))

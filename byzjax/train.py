@@ -61,7 +61,7 @@ from byzjax import attacks
 from byzjax import data as data_lib
 from byzjax import models
 from byzjax import transforms
-from byzjax._fusion import row_mean, sum_of_squares, vector_sum
+from byzjax._fusion import row_mean, row_sq_deviations, sum_of_squares, vector_sum
 from byzjax.types import Array, Key, PyTree
 
 ALGORITHMS = ("dshb", "dsgd", "dgd")
@@ -90,8 +90,9 @@ class RunConfig:
     f: number of Byzantine workers (the last f), 0 <= f < n/2.
     declared_f: the f the defence is built for (default: f).
     split: how the training set is split over the honest workers: "iid",
-      "dirichlet" or "extreme" (label-sorted).
-    alpha: Dirichlet concentration (for split "dirichlet" only; 0.1 is
+      "dirichlet", "dirichlet_per_worker" (the authors' group's code: equal
+      per-worker draws, shards may overlap) or "extreme" (label-sorted).
+    alpha: Dirichlet concentration (for the Dirichlet splits only; 0.1 is
       the paper's extreme heterogeneity).
     byzantine_data: also give each Byzantine worker a shard (the CGE paper's
       setting: the split covers all n workers and the Byzantine workers
@@ -255,9 +256,9 @@ def validate(config: RunConfig) -> None:
   data_lib.DATASETS.get(c.dataset)
   models.get(c.model)
   scheme = _choice("split", c.split, data_lib.SPLITS.names())
-  if scheme == "dirichlet":
+  if scheme in data_lib.DIRICHLET_SPLITS:
     if c.alpha is None or not np.isfinite(c.alpha) or c.alpha <= 0:
-      raise ValueError(f"split 'dirichlet' needs a finite alpha > 0, got "
+      raise ValueError(f"split {scheme!r} needs a finite alpha > 0, got "
                        f"alpha={c.alpha}")
   _int_at_least("steps", c.steps, 1)
   _int_at_least("batch_size", c.batch_size, 1)
@@ -366,6 +367,11 @@ class RoundMetrics(NamedTuple):
   Attributes:
     loss: mean minibatch loss of the honest workers (before the update).
     aggregate_error: ||R_t - s_t||, s_t the mean of the honest vectors.
+    kappa_hat: the empirical robustness coefficient of eq. (26) of Allouah et
+      al. 2023, kappa_hat_t = ||R_t - s_t|| / sqrt((1/|H|) sum_{i in H}
+      ||m_i - s_t||^2), m_i the honest vectors the rule received (momentums in
+      D-SHB): (f, kappa)-robustness bounds kappa_hat_t^2 by kappa. NaN when
+      the honest vectors are all equal (f = 0 and one honest worker, ...).
     byzantine_influence: mean over coordinates of the derivative of R_t
       along the Byzantine rows (their weight in R_t for rules that select or
       average rows); 0 when f = 0, NaN without ``diagnostics``.
@@ -375,6 +381,7 @@ class RoundMetrics(NamedTuple):
 
   loss: Array
   aggregate_error: Array
+  kappa_hat: Array
   byzantine_influence: Array
   learning_rate: Array
   eta: Array
@@ -389,8 +396,8 @@ class RunResult:
     seed: the seed.
     eval_steps: rounds at which the test accuracy was measured (0, k, ..., T).
     test_accuracy: accuracy (in [0, 1]) at those rounds.
-    loss, aggregate_error, byzantine_influence, learning_rate, eta: per
-      round, see ``RoundMetrics``.
+    loss, aggregate_error, kappa_hat, byzantine_influence, learning_rate, eta:
+      per round, see ``RoundMetrics``.
     compile_seconds: time spent compiling (shared by the seeds of a call).
     train_seconds: time spent running, excluding compilation.
   """
@@ -401,6 +408,7 @@ class RunResult:
   test_accuracy: List[float]
   loss: List[float]
   aggregate_error: List[float]
+  kappa_hat: List[float]
   byzantine_influence: List[float]
   learning_rate: List[float]
   eta: List[float]
@@ -431,25 +439,9 @@ class RunResult:
     values = {k: v for k, v in values.items()
               if k not in ("max_accuracy", "final_accuracy")}
     values["config"] = RunConfig.from_dict(values["config"])
+    if "kappa_hat" not in values:  # saved before kappa_hat was recorded
+      values["kappa_hat"] = [float("nan")] * len(values["loss"])
     return cls(**values)
-
-
-class BoundRule(NamedTuple):
-  """A composed rule with its key and center fixed: ``(n, d) -> (d,)``.
-
-  Also exposes ``run_rows``, which the optimized attacks use to evaluate all
-  their candidates on shared geometry (``attacks._candidate_rows``).
-  """
-
-  rule: aggregators.Composed
-  key: Optional[Key]
-  center: Optional[Array]
-
-  def __call__(self, x: Array) -> Array:
-    return self.rule(x, key=self.key, center=self.center)
-
-  def run_rows(self, rows) -> Array:
-    return self.rule.run_rows(rows, key=self.key, center=self.center)
 
 
 class Data(NamedTuple):
@@ -479,9 +471,10 @@ def _pack_seeds(ds: data_lib.Dataset, config: RunConfig) -> data_lib.WorkerData:
   """Per-seed splits, padded to one shape and stacked on a leading seed axis."""
   holders = config.n if config.byzantine_data else config.honest
   min_size = 1 if config.algorithm == "dgd" else config.batch_size
-  alpha = config.alpha if config.split == "dirichlet" else None
+  dirichlet = config.split in data_lib.DIRICHLET_SPLITS
+  alpha = config.alpha if dirichlet else None
   limit = len(ds.train_y) // holders
-  if config.split == "dirichlet" and min_size > limit:
+  if dirichlet and min_size > limit:
     raise ValueError(
         f"batch_size={config.batch_size} exceeds the {limit} samples per worker"
         f" that {len(ds.train_y)} training samples allow for {holders} "
@@ -490,7 +483,7 @@ def _pack_seeds(ds: data_lib.Dataset, config: RunConfig) -> data_lib.WorkerData:
   for seed in config.seeds:
     parts = data_lib.split(ds.train_y, num_workers=holders, scheme=config.split,
                            alpha=alpha, seed=seed,
-                           min_size=min_size if config.split == "dirichlet" else 1)
+                           min_size=min_size if dirichlet else 1)
     packs.append(data_lib.pack(ds.train_x, ds.train_y, parts))
   min_count = min(p.min_count for p in packs)
   if config.algorithm != "dgd" and config.batch_size > min_count:
@@ -545,6 +538,8 @@ class Experiment:
     self.server = optax.sgd(self.schedule)
     self.pipeline = transforms.worker_pipeline(
         weight_decay=c.weight_decay, clip=c.clip, momentum=c.beta)
+    self._stateless = transforms.worker_pipeline(  # l2 and clipping only
+        weight_decay=c.weight_decay, clip=c.clip)
     self.averaging = transforms.worker_momentum(c.gradient_averaging)
     on_cpu = jax.default_backend() == "cpu"
     self.per_worker = c.per_worker if c.per_worker != "auto" else (
@@ -621,10 +616,9 @@ class Experiment:
       images = data_lib.random_hflip(k_flip, images)
     return images, labels, None
 
-  def aggregate(self, key: Key, previous: Array) -> "BoundRule":
+  def aggregate(self, key: Key, previous: Array) -> aggregators.Defence:
     """The defence with this round's key and previous aggregate fixed."""
-    return BoundRule(self.rule, key if self.rule.randomized else None,
-                     previous if self.rule.uses_center else None)
+    return self.rule.bind(key, previous)
 
   def round(self, state: TrainState, data: Data
            ) -> Tuple[TrainState, RoundMetrics]:
@@ -643,6 +637,8 @@ class Experiment:
     rows = jnp.concatenate([grads, own], axis=0) if f else grads
     sent, worker_state = self.pipeline.update(rows, state.worker_state,
                                               state.params)
+    if f and self.attack.bypasses_momentum:  # own rows are sent as computed
+      sent = jnp.concatenate([sent[:h], own.astype(sent.dtype)], axis=0)
     aggregate = self.aggregate(k_rule, state.previous)
     attack_state = state.attack_state
     if f:
@@ -655,13 +651,16 @@ class Experiment:
       influence = vector_sum(d_out) / self.dim if f else jnp.zeros(())
     else:
       out, influence = aggregate(received), jnp.asarray(jnp.nan)
-    error = jnp.sqrt(sum_of_squares(out - row_mean(received, h)))
+    honest_mean = row_mean(received, h)
+    error_sq = sum_of_squares(out - honest_mean)
+    spread = vector_sum(row_sq_deviations(received, honest_mean, h)) / h
+    kappa_hat = jnp.where(spread > 0, jnp.sqrt(error_sq / spread), jnp.nan)
     updates, opt_state = self.server.update(out, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     eta = getattr(attack_state, "eta", jnp.asarray(jnp.nan))
     metrics = RoundMetrics(
-        loss=jnp.mean(losses), aggregate_error=error,
-        byzantine_influence=influence,
+        loss=jnp.mean(losses), aggregate_error=jnp.sqrt(error_sq),
+        kappa_hat=kappa_hat, byzantine_influence=influence,
         learning_rate=jnp.asarray(self.schedule(state.step), jnp.float32),
         eta=jnp.asarray(eta, jnp.float32))
     new_state = TrainState(
@@ -677,7 +676,10 @@ class Experiment:
     Zeros unless the attack reads them. ``label_flip``: gradients on labels
     C - 1 - l (with ``byzantine_data``, each on its own batch; without, the
     mean of the honest workers' gradients on their flipped batches, the
-    authors' LabelFlipping vector). ``gradient_reverse`` / ``norm_confusing``:
+    authors' LabelFlipping vector); when the attack bypasses the momentum,
+    each flipped gradient gets the l2 term and the clipping of an honest
+    gradient first (the authors' code clips every flipped gradient, then
+    averages). ``gradient_reverse`` / ``norm_confusing``:
     their honest gradients (without data of their own, worker j copies the
     gradient of honest worker j mod (n - f), whose batch it uses).
     """
@@ -688,18 +690,21 @@ class Experiment:
     if not self.byzantine_rows_needed:
       return jnp.zeros((f, self.dim), honest_grads.dtype)
     flip = self.attack.flips_labels
+    raw = self._stateless.update if self.attack.bypasses_momentum else (
+        lambda g, st, p: (g, st))
     if c.byzantine_data:
       lab = labels[h:]
       _, g, _ = self._grads(state.params, state.model_state, images[h:],
                             attacks.flip_labels(lab, self.num_classes) if flip
                             else lab, None if mask is None else mask[h:],
                             keys[h:])
-      return g
+      return raw(g, self._stateless.init(g), state.params)[0]
     if not flip:
       return honest_grads[jnp.arange(f) % h]
     _, g, _ = self._grads(state.params, state.model_state, images[:h],
                           attacks.flip_labels(labels[:h], self.num_classes),
                           None if mask is None else mask[:h], keys[:h])
+    g, _ = raw(g, self._stateless.init(g), state.params)
     return jnp.broadcast_to(row_mean(g, h), (f, self.dim))
 
   def evaluate(self, params: Array, model_state: PyTree, data: Data) -> Array:

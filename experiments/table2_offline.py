@@ -14,13 +14,11 @@ Command (from the repository root, where ../shared/datasets/mnist is):
   byzjax sweep experiments/table2_offline.py
 
 (``--data-dir DIR`` points elsewhere; ``--tiny`` / ``--steps 2`` for a quick
-check.) Measured on a 2-core CPU with ``--seeds 1 --set
-diagnostics=false`` (no Byzantine-influence derivative): the 61 runs of
-seed 1 in 81 min (40-160 s of training per run, 3-6 s of compiling), so
-about 6.8 hours for all five seeds. The grid resumes where it stopped if
-interrupted (rerun the same command). That seed-1 result, with the paper's
-numbers beside it and a comparison, is in
-``experiments/results/table2_offline/``.
+check.) The grid resumes where it stopped if interrupted (rerun the same
+command). Results for seed 1, with the paper's numbers beside them, the
+stronger grid-search attacks (``table2_offline_grid_attacks.py``), an
+ablation of each protocol choice (``table2_offline_ablation.py``) and a
+comparison, are in ``experiments/results/table2_offline/``.
 
 Expected: the paper's Table 2 (printed beside our numbers; see table2.py),
 with somewhat lower accuracies. Settings as in table2.py.

@@ -433,6 +433,9 @@ def test_f_kappa_robustness(name, nnm, n, f):
   hyper = dict(KAPPA_HYPER.get(name, {}))
   if name == "krum":
     hyper["neighbours"] = n - f - 1  # the variant analysed in Proposition 3
+  stages = "+".join((["nnm"] if nnm else []) + [name])
+  assert A.robustness_coefficient(stages, n=n, f=f, aggregator_args={
+      name: hyper}) == pytest.approx(bound, rel=1e-12)
   rule = A.compose(*(["nnm"] if nnm else []), (name, hyper), f=f)
   worst = 0.0
   for seed in range(4):
@@ -442,6 +445,14 @@ def test_f_kappa_robustness(name, nnm, n, f):
       worst = max(worst, max_kappa_ratio(out, x, f))
   assert worst <= bound * (1 + 1e-6), (worst, bound)
   assert worst > 0
+
+
+def test_robustness_coefficient_only_where_the_paper_proves_one():
+  assert A.robustness_coefficient("krum", n=17, f=4) is None  # n - f - 2 neighbours
+  assert A.robustness_coefficient("bucketing+trimmed_mean", n=17, f=4) is None
+  assert A.robustness_coefficient("nnm+mda", n=17, f=4) is None
+  assert A.robustness_coefficient("nnm+krum", n=17, f=4, aggregator_args={
+      "krum": {"neighbours": 12}}) == pytest.approx(8 * 4 / 13 * (6 * 13 / 9 + 1))
 
 
 def test_adversarial_search_stays_under_kappa():

@@ -297,9 +297,9 @@ def brute_force_eta(x, etas, direction, defence_np, f=F, tie_rtol=1e-5):
 
 
 @pytest.mark.parametrize("kind", ["alie", "foe"])
-def test_optimized_matches_brute_force_and_depends_on_defence(kind):
+def test_optimized_grid_matches_brute_force_and_depends_on_defence(kind):
   x = random_x(15, loc=1.0)
-  name = f"optimized_{kind}"
+  name = f"optimized_{kind}_grid"
   etas = np.linspace(0.0, 10.0, 21).astype(np.float32)
   chosen = {}
   for dname, (djax, dnp) in DEFENCES.items():
@@ -323,26 +323,19 @@ def test_optimized_matches_brute_force_and_depends_on_defence(kind):
 @pytest.mark.parametrize("kind", ["alie", "foe"])
 @pytest.mark.parametrize("rule", ["nnm+trimmed_mean", "krum", "nnm+krum",
                                   "geometric_median", "bucketing+median"])
-def test_optimized_with_a_byzjax_rule_matches_brute_force(kind, rule):
-  """A Composed rule has ``run_rows``: the candidates are evaluated on lazy
-  mixtures of the honest rows, s and s + a (shared distances). The chosen eta
-  must be the brute-force one (float64 NumPy rule, Python loop)."""
+def test_optimized_grid_with_a_byzjax_rule_matches_brute_force(kind, rule):
+  """With a byzjax Defence the candidates are evaluated on lazy mixtures of
+  the honest rows, s and s + a (shared distances). The chosen eta must be the
+  brute-force one (float64 NumPy rule, Python loop)."""
   composed = AG.compose(rule, f=F, n=N)
   key = jax.random.key(5)
-  bound = lambda y: composed(y, key=key)
-  bound.run_rows = lambda rows: composed.run_rows(rows, key=key)
-  references = {
-      "nnm+trimmed_mean": lambda y: ref.trimmed_mean(ref.nnm(y, F), F),
-      "krum": lambda y: ref.krum(y, F), "nnm+krum": lambda y: ref.krum(ref.nnm(y, F), F),
-      "geometric_median": lambda y: ref.geometric_median(y, F),
-      # bucketing is randomized: brute force with the same rule (plain path)
-      "bucketing+median": lambda y: np.asarray(composed(jnp.asarray(y, jnp.float32), key=key),
-                                               np.float64),
-  }
+  bound = composed.bind(key)
+  references = _byzjax_references(composed, key)
   etas = np.linspace(0.0, 10.0, 21).astype(np.float32)
   for seed in range(3):
     x = random_x(40 + seed, loc=1.0)
-    out, state = run(f"optimized_{kind}", x, aggregate=bound)
+    out, state = run(f"optimized_{kind}_grid", x, aggregate=bound,
+                     knows_server_randomness=True)
     damage = brute_force_damages(x, etas, kind, references[rule])
     best = float(etas[np.argmax(damage)])
     chosen = int(np.argmin(np.abs(etas - float(state.eta))))
@@ -355,16 +348,176 @@ def test_optimized_with_a_byzjax_rule_matches_brute_force(kind, rule):
 def test_optimized_explicit_grid_and_state():
   x = random_x(16)
   etas = (0.5, 2.0, 1.0)
-  out, state = run("optimized_alie", x, aggregate=mean_jax, etas=etas)
+  out, state = run("optimized_alie_grid", x, aggregate=mean_jax, etas=etas)
   assert float(state.eta) == 2.0
   assert brute_force_eta(x, etas, "alie", mean_np) == 2.0
-  attack = A.make("optimized_foe", f=F)
-  assert float(attack.init(jnp.asarray(x), key=jax.random.key(0)).eta) == 0.0
+  for name in ("optimized_foe", "optimized_foe_grid"):
+    attack = A.make(name, f=F)
+    assert float(attack.init(jnp.asarray(x), key=jax.random.key(0)).eta) == 0.0
+
+
+def _byzjax_references(composed, key):
+  """float64 NumPy versions of byzjax rules (a randomized one: the rule itself)."""
+  return {
+      "nnm+trimmed_mean": lambda y: ref.trimmed_mean(ref.nnm(y, F), F),
+      "krum": lambda y: ref.krum(y, F), "nnm+krum": lambda y: ref.krum(ref.nnm(y, F), F),
+      "geometric_median": lambda y: ref.geometric_median(y, F),
+      # bucketing is randomized: brute force with the same rule and key
+      "bucketing+median": lambda y: np.asarray(composed(jnp.asarray(y, jnp.float32), key=key),
+                                               np.float64),
+  }
+
+
+def line_maximize_reference(scape, evals=16, start=0., delta=1., ratio=0.8):
+  """The authors' ``tools.line_maximize`` (LPD-EPFL/ByzantineMomentum), verbatim
+  in logic, in float64 Python; also returns every evaluated point."""
+  seen = []
+
+  def evaluate(x):
+    seen.append(x)
+    return scape(x)
+
+  best_x = start
+  best_y = evaluate(best_x)
+  evals -= 1
+  while evals > 0:  # expansion
+    prop_x = best_x + delta
+    prop_y = evaluate(prop_x)
+    evals -= 1
+    if prop_y > best_y:
+      best_y = prop_y
+      best_x = prop_x
+      delta *= 2
+    else:
+      delta *= ratio
+      break
+  while evals > 0:  # contraction
+    if prop_x < best_x:
+      prop_x += delta
+    else:
+      x = prop_x - delta
+      while x < 0:
+        x = (x + prop_x) / 2
+      prop_x = x
+    prop_y = evaluate(prop_x)
+    evals -= 1
+    if prop_y > best_y:
+      best_y = prop_y
+      best_x = prop_x
+    delta *= ratio
+  return best_x, seen
+
+
+SCAPES = {  # name: (fn(x, xp) with xp numpy or jax.numpy, hyperparameters)
+    "peak at 3.7": (lambda x, xp: -(x - 3.7) ** 2, {}),
+    "increasing": (lambda x, xp: x, {}),
+    "flat": (lambda x, xp: 1.0 + 0.0 * x, {}),
+    "decreasing": (lambda x, xp: -x, {}),
+    "wavy": (lambda x, xp: xp.sin(x) + x / 10, {"evals": 20}),
+    "small steps": (lambda x, xp: -(x - 1.3) ** 2, {"start": 2.0, "delta": 0.5,
+                                                    "ratio": 0.6, "evals": 7}),
+    "one evaluation": (lambda x, xp: x, {"evals": 1}),
+    "nan at 1": (lambda x, xp: xp.where(x == 1.0, xp.nan, -(x - 2.5) ** 2), {}),
+}
+
+
+@pytest.mark.parametrize("scape", sorted(SCAPES))
+def test_line_maximize_matches_the_authors_procedure(scape):
+  fn, hyper = SCAPES[scape]
+  want, seen = line_maximize_reference(lambda x: float(fn(x, np)), **hyper)
+  points = []
+
+  def traced(x):
+    jax.debug.callback(lambda v: points.append(float(v)), x)
+    return fn(x, jnp)
+
+  got, _ = jax.jit(lambda: A.line_maximize(traced, **hyper))()
+  jax.effects_barrier()
+  np.testing.assert_allclose(points, seen, rtol=1e-5, atol=1e-6)
+  assert float(got) == pytest.approx(want, rel=1e-5, abs=1e-6)
+  assert len(seen) == hyper.get("evals", 16)
+
+
+def greedy_reference_eta(x, direction, defence_np, f=F, **hyper):
+  """The authors' greedy search over eta with a float64 NumPy defence: the
+  squared distance of the defence's output from the honest mean."""
+  h = x.shape[0] - f
+  hon = x[:h].astype(np.float64)
+  s = hon.mean(0)
+  a = hon.std(0, ddof=1) if direction == "alie" else -s
+
+  def damage(eta):
+    xe = x.astype(np.float64).copy()
+    xe[h:] = s + eta * a
+    return float(np.sum((defence_np(xe) - s) ** 2))
+
+  return line_maximize_reference(damage, **hyper)[0], damage
+
+
+@pytest.mark.parametrize("kind", ["alie", "foe"])
+def test_optimized_greedy_matches_float64_reference(kind):
+  """The default search is the paper's greedy one: against small JAX defences
+  and byzjax rules (lazy rows), the same eta as the float64 NumPy search."""
+  cases = [(name, djax, dnp) for name, (djax, dnp) in DEFENCES.items()]
+  key = jax.random.key(5)
+  for rule in ("nnm+trimmed_mean", "krum", "nnm+krum", "bucketing+median"):
+    composed = AG.compose(rule, f=F, n=N)
+    cases.append((f"byzjax {rule}", composed.bind(key),
+                  _byzjax_references(composed, key)[rule]))
+  chosen = {}
+  for seed in range(2):
+    x = random_x(60 + seed, loc=1.0)
+    for name, defence, reference in cases:
+      out, state = run(f"optimized_{kind}", x, aggregate=defence,
+                       knows_server_randomness=True)
+      want, damage = greedy_reference_eta(x, kind, reference)
+      got = float(state.eta)
+      # Equal, or (a float32 near-tie on the path) as damaging.
+      assert got == pytest.approx(want, rel=1e-4, abs=1e-5) or \
+          damage(got) >= damage(want) * (1 - 1e-4), (name, seed, got, want)
+      s, sigma = honest_stats(x)
+      a = sigma if kind == "alie" else -s
+      np.testing.assert_allclose(out[H:], np.broadcast_to(s + got * a, (F, D)),
+                                 rtol=1e-4, atol=1e-4)
+      chosen[name, seed] = got
+  # The mean's damage grows with eta: the expansion doubles to 2^15 - 1.
+  assert chosen["mean", 0] == 2.0 ** 15 - 1
+  assert chosen["krum", 0] != chosen["mean", 0]
+
+
+@pytest.mark.parametrize("name", ["optimized_alie", "optimized_alie_grid"])
+def test_attacker_simulates_bucketing_with_its_own_key(name):
+  """Against a randomized defence the attacker draws its own permutation
+  (from its state key, split every update); the server's key is used only
+  with ``knows_server_randomness``."""
+  f = 2  # buckets of floor(n / 2f) = 2 rows: the permutation matters
+  composed = AG.compose("bucketing+krum", f=f, n=N)
+  x = jnp.asarray(random_x(70, loc=1.0))
+  attack_key = jax.random.key(3)
+  own = jax.random.split(attack_key)[1]
+  attack = A.make(name, f=f)
+  informed = A.make(name, f=f, knows_server_randomness=True)
+  state = attack.init(x, key=attack_key)
+  _, with_own = informed.update(x, state, aggregate=composed.bind(own))
+  blind, told = set(), set()
+  for k in range(6):
+    server = composed.bind(jax.random.key(100 + k))
+    _, after = attack.update(x, state, aggregate=server)
+    blind.add(float(after.eta))
+    told.add(float(informed.update(x, state, aggregate=server)[1].eta))
+  assert blind == {float(with_own.eta)}  # whatever the server's key
+  assert len(told) > 1  # the informed attacker follows the server's draws
+  assert not np.array_equal(jax.random.key_data(after.key),
+                            jax.random.key_data(state.key))
+  # A plain Composed rule works too (simulated with the attacker's key).
+  _, plain = attack.update(x, state, aggregate=composed)
+  assert float(plain.eta) == float(with_own.eta)
 
 
 def test_optimized_needs_aggregate():
   x = jnp.asarray(random_x(17))
-  for name in ("optimized_alie", "optimized_foe"):
+  for name in ("optimized_alie", "optimized_foe", "optimized_alie_grid",
+               "optimized_foe_grid"):
     attack = A.make(name, f=F)
     state = attack.init(x, key=jax.random.key(0))
     with pytest.raises(ValueError, match="aggregate"):
@@ -455,7 +608,8 @@ def test_mimic_init_deterministic_by_key():
 
 def test_registry():
   names = A.names()
-  for name in ["sign_flip", "foe", "alie", "optimized_alie", "optimized_foe", "label_flip",
+  for name in ["sign_flip", "foe", "alie", "optimized_alie", "optimized_foe",
+               "optimized_alie_grid", "optimized_foe_grid", "label_flip",
                "mimic", "mimic_fixed", "gradient_reverse", "coordinate_wise",
                "norm_confusing", "gaussian", "inf", "neg_inf", "nan"]:
     assert name in names
@@ -475,13 +629,21 @@ def test_registry():
     (lambda: A.make("alie", f=1, tau=2.0), r"unknown hyperparameter.*'tau'.*valid.*eta"),
     (lambda: A.make("alie", f=1, eta=float("nan")), "eta must be finite"),
     (lambda: A.make("foe", f=1, eta="big"), "eta must be a finite real"),
-    (lambda: A.make("optimized_alie", f=1, eta_min=5.0, eta_max=1.0),
+    (lambda: A.make("optimized_alie_grid", f=1, eta_min=5.0, eta_max=1.0),
      "eta_min < eta_max, got eta_min=5.0, eta_max=1.0"),
-    (lambda: A.make("optimized_foe", f=1, eta_min=-1.0), "0 <= eta_min.*eta_min=-1.0"),
-    (lambda: A.make("optimized_foe", f=1, num_etas=1), "num_etas must be an int >= 2"),
-    (lambda: A.make("optimized_alie", f=1, etas=[]), "etas must be a non-empty"),
-    (lambda: A.make("optimized_alie", f=1, etas=[1.0, np.inf]), "etas must be"),
-    (lambda: A.make("optimized_alie", f=1, batch_size=0), "batch_size must be an int >= 1"),
+    (lambda: A.make("optimized_foe_grid", f=1, eta_min=-1.0), "0 <= eta_min.*eta_min=-1.0"),
+    (lambda: A.make("optimized_foe_grid", f=1, num_etas=1), "num_etas must be an int >= 2"),
+    (lambda: A.make("optimized_alie_grid", f=1, etas=[]), "etas must be a non-empty"),
+    (lambda: A.make("optimized_alie_grid", f=1, etas=[1.0, np.inf]), "etas must be"),
+    (lambda: A.make("optimized_alie_grid", f=1, batch_size=0), "batch_size must be an int >= 1"),
+    (lambda: A.make("optimized_alie", f=1, ratio=0.5), r"ratio must be in \(0.5, 1\)"),
+    (lambda: A.make("optimized_foe", f=1, delta=0.0), "delta must be > 0"),
+    (lambda: A.make("optimized_foe", f=1, start=-1.0), "start must be >= 0"),
+    (lambda: A.make("optimized_alie", f=1, evals=0), "evals must be an int >= 1"),
+    (lambda: A.make("optimized_alie", f=1, eta_max=3.0), "unknown hyperparameter"),
+    (lambda: A.make("optimized_alie", f=1, knows_server_randomness="yes"),
+     "knows_server_randomness must be True or False"),
+    (lambda: A.make("label_flip", f=1, momentum=1), "momentum must be True or False"),
     (lambda: A.make("mimic", f=1, warmup=0), "warmup must be an int >= 1, got warmup=0"),
     (lambda: A.make("mimic_fixed", f=1, index=-1), "index must be an int >= 0"),
     (lambda: A.make("gaussian", f=1, std=-1.0), "std must be >= 0, got std=-1.0"),

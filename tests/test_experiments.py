@@ -174,6 +174,42 @@ def test_plots_heatmap_over_two_settings(tmp_path):
   assert os.path.getsize(path) > 0
 
 
+def test_kappa_figure_draws_eq26_and_the_proven_bounds():
+  """Figure 2 of Allouah et al.: one panel per attack, one line per method
+  (mean over seeds of kappa_hat), sqrt(kappa) of Table 1 / Lemma 1 where a
+  bound is proven, the lower bound sqrt(f / (n - 2f)) and the honest level 1."""
+  from byzjax import plots
+  config = train.RunConfig(n=17, f=4)
+  kappas = {("nnm+trimmed_mean", 1): [0.2, 0.4, 0.3],
+            ("nnm+trimmed_mean", 2): [0.4, 0.2, 0.5],
+            ("bucketing+trimmed_mean", 1): [1.0, 2.0, 4.0],
+            ("bucketing+trimmed_mean", 2): [3.0, 2.0, 2.0]}
+  records = []
+  for attack in ("optimized_alie", "optimized_foe"):
+    for (agg, seed), k in kappas.items():
+      r = _record(agg, attack, seed, [0.1, 0.2])
+      r.result.kappa_hat = k
+      r.result.config = config.replace(aggregator=agg, attack=attack)
+      records.append(r)
+  fig = plots.kappa_figure(records)
+  axes = [ax for ax in fig.axes if ax.get_visible()]
+  assert [ax.get_title() for ax in axes] == ["ALIE", "FOE"]
+  for ax in axes:
+    assert ax.get_yscale() == "log"
+    curves = {l.get_label(): l for l in ax.get_lines()
+              if not l.get_label().startswith("_") and len(l.get_xdata()) == 3}
+    np.testing.assert_allclose(curves["NNM + CWTM"].get_ydata(), [0.3, 0.3, 0.4])
+    np.testing.assert_allclose(curves["Bucketing + CWTM"].get_ydata(), [2, 2, 3])
+    np.testing.assert_array_equal(curves["NNM + CWTM"].get_xdata(), [1, 2, 3])
+    levels = sorted(l.get_ydata()[0] for l in ax.get_lines()
+                    if len(set(l.get_ydata())) == 1 and len(l.get_ydata()) == 2)
+    r = 4 / 9
+    nnm_bound = np.sqrt(8 * 4 / 13 * (6 * r * (1 + r) + 1))
+    np.testing.assert_allclose(levels, sorted([np.sqrt(r), 1.0, nnm_bound]))
+  import matplotlib.pyplot as plt
+  plt.close(fig)
+
+
 # ---------------------------------------------------------------------------
 # Tables from hand-made results.
 

@@ -75,19 +75,23 @@ def reference_rounds(exp, rounds, rule):
       loss, g = logreg_loss_grad(tree, images[i], np.asarray(labels[i]))
       losses.append(loss)
       rows.append(g)
+    def l2_clip(g):
+      g = g + c.weight_decay * theta
+      return g * min(1.0, c.clip / np.linalg.norm(g))
+
+    raw_flip = c.attack == "label_flip" and not c.attack_args.get("momentum")
     if c.attack == "label_flip":
       flipped = [logreg_loss_grad(tree, images[i], 9 - np.asarray(labels[i]))[1]
                  for i in range(h)]
+      if raw_flip:  # clipped one by one, averaged, sent without momentum
+        flipped = [l2_clip(g) for g in flipped]
       rows += [np.mean(flipped, axis=0)] * f
     else:
       rows += [np.zeros_like(theta)] * f
     sent = []
     for i in range(n):
-      g = rows[i] + c.weight_decay * theta
-      norm = np.linalg.norm(g)
-      g = g * min(1.0, c.clip / norm)
-      momentum[i] = c.momentum * momentum[i] + (1 - c.momentum) * g
-      sent.append(momentum[i].copy())
+      momentum[i] = c.momentum * momentum[i] + (1 - c.momentum) * l2_clip(rows[i])
+      sent.append(rows[i] if raw_flip and i >= h else momentum[i].copy())
     sent = np.stack(sent)
     honest_mean = sent[:h].mean(0)
     if c.attack == "sign_flip":
@@ -95,7 +99,11 @@ def reference_rounds(exp, rounds, rule):
     out = rule(sent)
     lr = c.learning_rate / (1 + t // c.decay_every)
     theta = theta - lr * out
-    metrics.append((np.mean(losses), np.linalg.norm(out - honest_mean)))
+    error = np.linalg.norm(out - honest_mean)
+    # Eq. (26) of Allouah et al. 2023: kappa_hat_t^2 = ||R_t - m_bar||^2 /
+    # ((1/|H|) sum_H ||m_i - m_bar||^2).
+    spread = np.mean([np.sum((m - honest_mean) ** 2) for m in sent[:h]])
+    metrics.append((np.mean(losses), error, error / np.sqrt(spread)))
   return theta, metrics
 
 
@@ -103,9 +111,19 @@ def nnm_trimmed_mean(x, f):
   return ref.trimmed_mean(ref.nnm(x, f), f)
 
 
-@pytest.mark.parametrize("attack", ["sign_flip", "label_flip"])
-def test_jitted_round_equals_plain_reference_round(attack):
-  config = BASE.replace(attack=attack)
+REFERENCE_RULES = {"nnm+trimmed_mean": nnm_trimmed_mean,
+                   "mean": lambda x, f: x.mean(0)}
+
+
+@pytest.mark.parametrize("attack,attack_args,aggregator", [
+    ("sign_flip", {}, "nnm+trimmed_mean"),
+    ("label_flip", {}, "nnm+trimmed_mean"), ("label_flip", {}, "mean"),
+    ("label_flip", {"momentum": True}, "nnm+trimmed_mean"),
+    ("label_flip", {"momentum": True}, "mean")])
+def test_jitted_round_equals_plain_reference_round(attack, attack_args,
+                                                    aggregator):
+  config = BASE.replace(attack=attack, attack_args=attack_args,
+                        aggregator=aggregator)
   exp = train.Experiment(config, dataset=digits())
   step = jax.jit(exp.round)
   state, data = exp.init(config.seeds[0]), exp.data(0)
@@ -113,13 +131,15 @@ def test_jitted_round_equals_plain_reference_round(attack):
   for _ in range(3):
     state, m = step(state, data)
     got.append(m)
-  theta, want = reference_rounds(exp, 3, lambda x: nnm_trimmed_mean(x, config.f))
+  theta, want = reference_rounds(
+      exp, 3, lambda x: REFERENCE_RULES[aggregator](x, config.f))
   np.testing.assert_allclose(np.asarray(state.params), theta, rtol=2e-4,
                              atol=2e-6)
-  for m, (loss, error) in zip(got, want):
+  for m, (loss, error, kappa) in zip(got, want):
     np.testing.assert_allclose(float(m.loss), loss, rtol=1e-4)
     np.testing.assert_allclose(float(m.aggregate_error), error, rtol=1e-3,
                                atol=1e-6)
+    np.testing.assert_allclose(float(m.kappa_hat), kappa, rtol=1e-3, atol=1e-6)
   assert int(state.step) == 3
 
 
@@ -230,7 +250,7 @@ def small_run(**changes):
 
 
 def test_same_seed_same_numbers_and_different_seeds_differ():
-  config = SMALL.replace(attack="optimized_alie", attack_args={"num_etas": 3},
+  config = SMALL.replace(attack="optimized_alie", attack_args={"evals": 3},
                          aggregator="krum", steps=4)
   a = train.train(config, dataset=digits())
   b = train.train(config, dataset=digits())
