@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import aggregators, experiments, preaggregators
-from byzjax import data as data_lib
+from byzjax import config as config_lib
 from byzjax import data as data_lib
 
 
@@ -170,6 +170,12 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--no-compile-cache", action="store_true", help="do not use "
                  "JAX's persistent compilation cache ($BYZJAX_CACHE_DIR or "
                  "~/.cache/byzjax/jax)")
+  p.add_argument("--per-worker", choices=config_lib.PER_WORKER, default="auto",
+                 help="how per-worker gradients are computed (never changes "
+                 "the numbers; default: the faster one for the backend)")
+  p.add_argument("--seed-batching", choices=config_lib.SEED_BATCHING,
+                 default="auto", help="seeds vectorized or one after another "
+                 "(never changes the numbers)")
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -360,9 +366,12 @@ def _execute(prog: str, grid: experiments.Grid, args: argparse.Namespace,
     experiments.enable_compilation_cache()
   start = time.perf_counter()
   try:
+    execution = config_lib.Execution(per_worker=args.per_worker,
+                                     seed_batching=args.seed_batching)
     results = experiments.run_grid(grid, out, overwrite=args.overwrite,
                                    progress=not args.no_progress,
-                                   plots=not args.no_plots)
+                                   plots=not args.no_plots,
+                                   execution=execution)
   except KeyboardInterrupt:
     saved = sum(len(files) for _, _, files in
                 os.walk(os.path.join(out, experiments.RESULTS_DIR)))

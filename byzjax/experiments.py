@@ -861,7 +861,9 @@ class _DatasetCache:
 
 
 def _experiment(config: RunConfig, seeds: Sequence[int],
-                dataset: data_lib.Dataset) -> train_lib.Experiment:
+                dataset: data_lib.Dataset,
+                execution: Optional[train_lib.Execution] = None
+               ) -> train_lib.Experiment:
   """The experiment of ``config`` (all its seeds), restricted to ``seeds``.
 
   A seed's numbers depend on its own settings only (the test split follows
@@ -869,7 +871,7 @@ def _experiment(config: RunConfig, seeds: Sequence[int],
   experiment is still built with every seed of the grid, so that a resumed
   grid validates the same shards as an uninterrupted one.
   """
-  exp = train_lib.Experiment(config, dataset=dataset)
+  exp = train_lib.Experiment(config, dataset=dataset, execution=execution)
   seeds = tuple(seeds)
   if seeds != config.seeds:
     keep = np.asarray([config.seeds.index(s) for s in seeds])
@@ -995,7 +997,8 @@ _OUTPUT_FILES = ("evaluations.csv", "rounds.csv", "runs.json", "table.md",
 def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
              progress: bool = True, on_result: Optional[Callable[[Record], None]] = None,
              write: bool = True, plots: bool = True,
-             stream: Any = None) -> GridResults:
+             stream: Any = None,
+             execution: Optional[train_lib.Execution] = None) -> GridResults:
   """Trains every run of ``grid`` not yet saved in ``out_dir``; resumable.
 
   Each seed's result is saved the moment it is done; a rerun after a crash
@@ -1013,6 +1016,8 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
     write: write the CSVs, JSON and tables at the end.
     plots: also write PNG plots.
     stream: where the progress bar and messages go (default stderr).
+    execution: how to compute the runs (``train.Execution``); not part of
+      the grid's fingerprint, so a grid resumes under any execution.
 
   Returns:
     The ``GridResults``.
@@ -1047,7 +1052,8 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
         if bar is not None:
           bar.set_postfix_str(f"run {i + 1}/{len(todo)}: {_run_text(run)}",
                               refresh=True)
-        exp = _experiment(run.config, seeds, datasets.get(run.config))
+        exp = _experiment(run.config, seeds, datasets.get(run.config),
+                          execution)
 
         def persist(result, run=run):
           save_result(out_dir, run, result)

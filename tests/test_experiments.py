@@ -82,6 +82,27 @@ def test_interrupted_grid_resumes_with_the_same_numbers(finished, tmp_path):
   assert again == []  # nothing left to do
 
 
+def test_another_execution_resumes_the_same_grid(finished, tmp_path):
+  """How runs are computed is not part of what they compute: a grid started
+  with one strategy resumes with another, with the same numbers (float
+  rounding aside)."""
+  out = str(tmp_path / "switched")
+  shutil.copytree(finished[0], out)
+  victim = sorted(glob.glob(os.path.join(out, "results", "*", "seed-2.json")))[0]
+  os.remove(victim)
+  trained = []
+  resumed = ex.run_grid(GRID, out, progress=False, write=False,
+                        on_result=trained.append,
+                        execution=train.Execution(per_worker="vmap",
+                                                  seed_batching="vmap"))
+  assert [(r.seed, r.run_id) for r in trained] == [
+      (2, os.path.basename(os.path.dirname(victim)))]
+  want = {(r.run_id, r.seed): r.result for r in finished[1].records}
+  for r in resumed.records:
+    np.testing.assert_allclose(r.result.loss, want[r.run_id, r.seed].loss,
+                               rtol=1e-5)
+
+
 def test_changed_grid_is_refused_with_a_way_forward(finished, tmp_path):
   out, _ = finished
   with pytest.raises(ex.GridMismatchError) as err:

@@ -245,8 +245,9 @@ SMALL = LEARN.replace(steps=6, eval_every=4, seeds=(1, 2), aggregator="nnm+krum"
 
 
 @functools.lru_cache(maxsize=None)
-def small_run(**changes):
-  return train.train(SMALL.replace(**changes), dataset=digits())
+def small_run(per_worker="auto", seed_batching="auto", **changes):
+  return train.train(SMALL.replace(**changes), dataset=digits(),
+                     execution=train.Execution(per_worker, seed_batching))
 
 
 def test_same_seed_same_numbers_and_different_seeds_differ():
@@ -266,10 +267,12 @@ def test_same_seed_same_numbers_and_different_seeds_differ():
 @pytest.mark.parametrize("seed_batching", ["sequential", "vmap"])
 def test_a_seed_gives_the_same_numbers_whatever_seeds_run_with_it(seed_batching):
   """Splits of other seeds pad the index arrays; the draws must not notice."""
-  config = SMALL.replace(split="dirichlet", alpha=0.3, seed_batching=seed_batching,
-                         steps=3, eval_every=3)
-  alone = train.train(config.replace(seeds=(2,)), dataset=digits())[0]
-  together = train.train(config.replace(seeds=(5, 2, 9)), dataset=digits())[1]
+  config = SMALL.replace(split="dirichlet", alpha=0.3, steps=3, eval_every=3)
+  execution = train.Execution(seed_batching=seed_batching)
+  alone = train.train(config.replace(seeds=(2,)), dataset=digits(),
+                      execution=execution)[0]
+  together = train.train(config.replace(seeds=(5, 2, 9)), dataset=digits(),
+                         execution=execution)[1]
   assert together.seed == 2
   if seed_batching == "sequential":  # the same program: bitwise
     np.testing.assert_array_equal(alone.loss, together.loss)

