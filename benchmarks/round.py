@@ -8,7 +8,7 @@ workers, per-worker clipping at 2, l2 1e-4, learning rate 0.75 / (1 + floor(t /
 images. Cases:
 
   1. nnm+trimmed_mean vs sign_flip
-  2. nnm+trimmed_mean vs optimized_alie (21 candidate etas in one vmap)
+  2. nnm+trimmed_mean vs optimized_alie (greedy line search, 16 evaluations)
   3. mean, f = 0: n = 17 honest workers, no attack
   4. nnm+krum vs alie (eta = Baruch's z_max for n = 17, f = 4: 0.541)
 
@@ -51,7 +51,6 @@ if __name__ == "__main__" and "--flush-denormals" in sys.argv:
 
 import argparse
 import functools
-import inspect
 import io
 import json
 import os
@@ -220,18 +219,6 @@ def time_scan(exp, state, data, rounds, reps):
           "last_loss": float(box[1].loss[-1])}
 
 
-def bound_rule(exp, key, previous):
-  """The defence as a function of the rows, for either form of the API.
-
-  ``Experiment.aggregate(key, previous)`` returns the bound rule (with the
-  ``run_rows`` fast path the optimized attacks use); an older form was
-  ``aggregate(rows, key, previous)``.
-  """
-  if "rows" in inspect.signature(exp.aggregate).parameters:
-    return functools.partial(exp.aggregate, key=key, previous=previous)
-  return exp.aggregate(key, previous)
-
-
 def profile(exp, state, data, reps):
   """Median ms of each piece of a round, each jitted alone (diagnostics off)."""
   c = exp.config
@@ -240,16 +227,18 @@ def profile(exp, state, data, reps):
 
   def sample(state, data):
     _, k_batch, _, _ = jax.random.split(state.key, 4)
-    return exp._batches(k_batch, data.workers)[:2]  # pylint: disable=protected-access
+    batch = exp.sample(k_batch, data.workers)
+    return batch.images, batch.labels
 
   def gradients(state, images, labels):
     keys = jax.random.split(key, h)
-    return exp._grads(state.params, state.model_state, images[:h],  # pylint: disable=protected-access
-                      labels[:h], None, keys)[1]
+    batch = train.Batch(images[:h], labels[:h], None)
+    return exp.worker_gradients(state.params, state.model_state, batch, keys)[1]
 
   def one_gradient(state, images, labels):
-    return exp._grads(state.params, state.model_state, images[:1],  # pylint: disable=protected-access
-                      labels[:1], None, jax.random.split(key, 1))[1]
+    batch = train.Batch(images[:1], labels[:1], None)
+    return exp.worker_gradients(state.params, state.model_state, batch,
+                                jax.random.split(key, 1))[1]
 
   def forward(state, images):
     params = exp.unravel(state.params)
@@ -260,15 +249,15 @@ def profile(exp, state, data, reps):
     return exp.pipeline.update(rows, state.worker_state, state.params)[0]
 
   def aggregate(state, rows):
-    return bound_rule(exp, key, state.previous)(rows)
+    return exp.defence(key, state.previous)(rows)
 
   def attack(state, rows):
     return exp.attack.update(rows, state.attack_state,
-                             aggregate=bound_rule(exp, key, state.previous))[0]
+                             aggregate=exp.defence(key, state.previous))[0]
 
   def diagnostic(state, rows):
     tangent = jnp.zeros_like(rows).at[h:].set(1.0)
-    return jax.jvp(bound_rule(exp, key, state.previous), (rows,), (tangent,))
+    return jax.jvp(exp.defence(key, state.previous), (rows,), (tangent,))
 
   def server(state, out):
     updates, opt_state = exp.server.update(out, state.opt_state, state.params)
@@ -428,7 +417,7 @@ def main(argv=None):
       f" 17 honest), b = {base.batch_size}, beta = {base.momentum}, clip "
       f"{base.clip}, l2 {base.weight_decay}, lr {base.learning_rate} / (1 + "
       f"floor(t / {base.decay_every})), Dirichlet alpha = {base.alpha}, "
-      f"per_worker = {first.per_worker}")
+      f"per_worker = {first.execution.per_worker}")
 
   byzfl = None
   if args.byzfl_python:

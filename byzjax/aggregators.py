@@ -39,54 +39,40 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax import _kernels as K
-from byzjax import _validate
-from byzjax import preaggregators
-from byzjax._kernels import Rows
-from byzjax._rules import Rule, no_hyper
-from byzjax.registry import Registry
-
-_REGISTRY: Registry[Rule] = Registry("aggregator")
+from byzjax import _xla_cpu as K
+from byzjax import checks
+from byzjax import preaggregators  # noqa: F401  (registers the pre-aggregations)
+from byzjax import rule
+from byzjax.rows import Rows
+# The composition API, re-exported: ``aggregators.compose("nnm+krum", f=4)``.
+from byzjax.rule import Composed, Defence, compose  # noqa: F401
 
 # Above this many Weiszfeld iterations, the geometric median iterates in
 # distance space (n x n work per iteration) instead of over the (n, d) data.
 _DIRECT_WEISZFELD_ITERATIONS = 8
 
 
-def _aggregator(name: str, check: Callable[..., Any] = no_hyper, **flags: Any):
-  def wrap(impl):
-    return _REGISTRY.register(name)(Rule(impl, name=name, kind="aggregator",
-                                         check=check, **flags))
-  return wrap
-
-
-def get(name: str) -> Rule:
+def get(name: str) -> rule.Rule:
   """The aggregator registered as ``name`` (ValueError listing valid names)."""
-  return _REGISTRY.get(name)
+  return rule.AGGREGATORS.get(name)
 
 
 def names() -> list:
   """Names of all registered aggregators."""
-  return _REGISTRY.names()
+  return rule.AGGREGATORS.names()
 
 
 # ---------------------------------------------------------------------------
 # Coordinate-wise rules.
 
 
-def _sorted(rows: Rows):
-  if rows.mix is None:  # sort in the input dtype (exact), compute in cdtype
-    return [r.astype(rows.cdtype) for r in K.sorted_rows(rows.x)]
-  return K.sorted_rows(rows.row_list())
-
-
-@_aggregator("mean")
+@rule.aggregator("mean", display="Average", rows=True)
 def mean(rows: Rows, *, f: int) -> jax.Array:
   """Average of the rows. Not robust: it propagates inf and NaN.
 
@@ -100,11 +86,11 @@ def mean(rows: Rows, *, f: int) -> jax.Array:
   del f
   y = rows.materialize()
   cdt = rows.cdtype
-  total = K.row_sum([y[i].astype(cdt) for i in range(y.shape[0])])
+  total = K.tree_sum([y[i].astype(cdt) for i in range(y.shape[0])])
   return (total / y.shape[0]).astype(rows.dtype)
 
 
-@_aggregator("median")
+@rule.aggregator("median", display="CWMed", rows=True)
 def median(rows: Rows, *, f: int) -> jax.Array:
   """Coordinate-wise median (mean of the two middle values for even n).
 
@@ -121,10 +107,10 @@ def median(rows: Rows, *, f: int) -> jax.Array:
     kappa = 4 (1 + f / (n - 2f))^2 (Allouah et al. 2023, Proposition 5).
   """
   del f
-  return K.median_of_sorted(_sorted(rows)).astype(rows.dtype)
+  return K.median_of_sorted(rows.sorted()).astype(rows.dtype)
 
 
-@_aggregator("trimmed_mean")
+@rule.aggregator("trimmed_mean", display="CWTM", rows=True)
 def trimmed_mean(rows: Rows, *, f: int) -> jax.Array:
   """Coordinate-wise trimmed mean (CWTM): drop the f smallest and f largest.
 
@@ -139,12 +125,12 @@ def trimmed_mean(rows: Rows, *, f: int) -> jax.Array:
     Yin et al., ICML 2018. (f, kappa)-robust with
     kappa = 6 f / (n - 2f) (1 + f / (n - 2f)) (Allouah et al. 2023, Prop. 2).
   """
-  s = _sorted(rows)
+  s = rows.sorted()
   n = len(s)
-  return (K.row_sum(s[f:n - f]) / (n - 2 * f)).astype(rows.dtype)
+  return (K.tree_sum(s[f:n - f]) / (n - 2 * f)).astype(rows.dtype)
 
 
-@_aggregator("meamed")
+@rule.aggregator("meamed", display="MeaMed", rows=True)
 def meamed(rows: Rows, *, f: int) -> jax.Array:
   """Mean around median: per coordinate, the mean of the n - f values closest
   to the median (ties: the lower values).
@@ -159,7 +145,7 @@ def meamed(rows: Rows, *, f: int) -> jax.Array:
   References:
     Xie, Koyejo, Gupta, "Generalized Byzantine-tolerant SGD", 2018.
   """
-  s = _sorted(rows)
+  s = rows.sorted()
   return K.mean_around_median(s, len(s) - f).astype(rows.dtype)
 
 
@@ -175,7 +161,7 @@ def _neighbours(rule: str, n: int, f: int, neighbours: Optional[int]) -> int:
           f"needs n >= f + 3, got n={n}, f={f}; pass neighbours=n - f - 1 "
           f"(the variant of Allouah et al. 2023) or another count in [1, n - 1]")
     return n - f - 2
-  return _validate.check_int("neighbours", neighbours, low=1, high=n - 1,
+  return checks.check_int("neighbours", neighbours, low=1, high=n - 1,
                              what=f"{rule}: ")
 
 
@@ -183,7 +169,7 @@ def _check_krum(n: int, *, f: int, neighbours: Optional[int] = None) -> None:
   _neighbours("krum", n, f, neighbours)
 
 
-@_aggregator("krum", check=_check_krum)
+@rule.aggregator("krum", display="Krum", rows=True, check=_check_krum)
 def krum(rows: Rows, *, f: int, neighbours: Optional[int] = None) -> jax.Array:
   """Krum: the row whose squared distances to its nearest neighbours sum least.
 
@@ -213,10 +199,11 @@ def _check_multi_krum(n: int, *, f: int, m: Optional[int] = None,
                       neighbours: Optional[int] = None) -> None:
   _neighbours("multi_krum", n, f, neighbours)
   if m is not None:
-    _validate.check_int("m", m, low=1, high=n, what="multi_krum: ")
+    checks.check_int("m", m, low=1, high=n, what="multi_krum: ")
 
 
-@_aggregator("multi_krum", check=_check_multi_krum)
+@rule.aggregator("multi_krum", display="Multi-Krum", rows=True,
+                 check=_check_multi_krum)
 def multi_krum(rows: Rows, *, f: int, m: Optional[int] = None,
                neighbours: Optional[int] = None) -> jax.Array:
   """Multi-Krum: the average of the m rows of least Krum score.
@@ -256,7 +243,7 @@ def _check_bulyan(n: int, *, f: int, selection: str = "krum") -> None:
                      f"got selection={selection!r}")
 
 
-@_aggregator("bulyan", check=_check_bulyan)
+@rule.aggregator("bulyan", display="Bulyan", rows=True, check=_check_bulyan)
 def bulyan(rows: Rows, *, f: int, selection: str = "krum") -> jax.Array:
   """Bulyan: select theta = n - 2f rows, then per coordinate average the
   beta = theta - 2f selected values closest to their median.
@@ -304,7 +291,7 @@ def bulyan(rows: Rows, *, f: int, selection: str = "krum") -> jax.Array:
 
 
 def _check_subsets(rule: str, n: int, f: int, max_subsets: int) -> None:
-  max_subsets = _validate.check_int("max_subsets", max_subsets, low=1,
+  max_subsets = checks.check_int("max_subsets", max_subsets, low=1,
                                     what=f"{rule}: ")
   count = math.comb(n, f)
   if count > max_subsets:
@@ -326,7 +313,7 @@ def _check_mda(n: int, *, f: int, max_subsets: int = 200_000) -> None:
   _check_subsets("mda", n, f, max_subsets)
 
 
-@_aggregator("mda", check=_check_mda)
+@rule.aggregator("mda", display="MDA", rows=True, check=_check_mda)
 def mda(rows: Rows, *, f: int, max_subsets: int = 200_000) -> jax.Array:
   """Minimum diameter averaging: the average of the n - f rows of least diameter.
 
@@ -370,7 +357,7 @@ def _centered_gram(dist: jax.Array, a: jax.Array) -> jax.Array:
   return -0.5 * (dist - r[:, None] - r[None, :] + t)
 
 
-@_aggregator("smea", check=_check_smea)
+@rule.aggregator("smea", display="SMEA", rows=True, check=_check_smea)
 def smea(rows: Rows, *, f: int, max_subsets: int = 20_000) -> jax.Array:
   """Smallest maximum eigenvalue averaging: the mean of the n - f rows whose
   empirical covariance has the least largest eigenvalue.
@@ -409,7 +396,7 @@ def smea(rows: Rows, *, f: int, max_subsets: int = 20_000) -> jax.Array:
 # Norm- and neighbourhood-based rules.
 
 
-@_aggregator("cge")
+@rule.aggregator("cge", display="CGE", rows=True)
 def cge(rows: Rows, *, f: int) -> jax.Array:
   """Comparative gradient elimination: drop the f rows of largest norm and
   average the rest (lowest index kept on ties).
@@ -431,10 +418,10 @@ def cge(rows: Rows, *, f: int) -> jax.Array:
 
 
 def _check_monna(n: int, *, f: int, index: int = 0) -> None:
-  _validate.check_int("index", index, low=0, high=n - 1, what="monna: ")
+  checks.check_int("index", index, low=0, high=n - 1, what="monna: ")
 
 
-@_aggregator("monna", check=_check_monna)
+@rule.aggregator("monna", display="MoNNA", rows=True, check=_check_monna)
 def monna(rows: Rows, *, f: int, index: int = 0) -> jax.Array:
   """MoNNA: the average of the n - f rows nearest to a trusted row (itself
   included).
@@ -461,7 +448,7 @@ def monna(rows: Rows, *, f: int, index: int = 0) -> jax.Array:
   return rows.combine(keep / (n - f))
 
 
-@_aggregator("caf")
+@rule.aggregator("caf", display="CAF", rows=True)
 def caf(rows: Rows, *, f: int) -> jax.Array:
   """Covariance-bound agnostic filter.
 
@@ -525,9 +512,9 @@ _GM_INITS = ("median", "mean", "zero")
 
 def _check_gm(n: int, *, f: int, nu: float = 1e-6, iterations: int = 100,
               tolerance: float = 1e-6, init: str = "median") -> None:
-  _validate.check_positive("geometric_median", "nu", nu)
-  _validate.check_int("iterations", iterations, low=0, what="geometric_median: ")
-  _validate.check_positive("geometric_median", "tolerance", tolerance,
+  checks.check_positive("geometric_median", "nu", nu)
+  checks.check_int("iterations", iterations, low=0, what="geometric_median: ")
+  checks.check_positive("geometric_median", "tolerance", tolerance,
                            allow_zero=True)
   if init not in _GM_INITS:
     raise ValueError(f"geometric_median: init must be one of {_GM_INITS}, got "
@@ -559,7 +546,7 @@ def _converged(prev: jax.Array, objective: jax.Array, tolerance: float):
   return prev - objective <= tolerance * objective
 
 
-@_aggregator("geometric_median", check=_check_gm)
+@rule.aggregator("geometric_median", display="GM", rows=True, check=_check_gm)
 def geometric_median(rows: Rows, *, f: int, nu: float = 1e-6,
                      iterations: int = 100, tolerance: float = 1e-6,
                      init: str = "median") -> jax.Array:
@@ -635,7 +622,7 @@ def _default_groups(n: int, f: int) -> int:
 def _check_mom(n: int, *, f: int, num_groups: Optional[int] = None,
                **gm_hyper: Any) -> int:
   if num_groups is not None:
-    _validate.check_int("num_groups", num_groups, low=2 * f + 1, high=n,
+    checks.check_int("num_groups", num_groups, low=2 * f + 1, high=n,
                         what="median_of_means: ")
     if n % num_groups:
       raise ValueError(f"median_of_means: num_groups must divide n, got "
@@ -644,7 +631,8 @@ def _check_mom(n: int, *, f: int, num_groups: Optional[int] = None,
   return None
 
 
-@_aggregator("median_of_means", check=_check_mom)
+@rule.aggregator("median_of_means", display="MoM", rows=True, check=_check_mom,
+                 forwards=geometric_median)
 def median_of_means(rows: Rows, *, f: int, num_groups: Optional[int] = None,
                     **gm_hyper: Any) -> jax.Array:
   """Geometric median of means: average groups of consecutive rows, then take
@@ -673,11 +661,12 @@ def median_of_means(rows: Rows, *, f: int, num_groups: Optional[int] = None,
 
 
 def _check_cc(n: int, *, f: int, tau: float = 100.0, iterations: int = 1) -> None:
-  _validate.check_positive("centered_clipping", "tau", tau)
-  _validate.check_int("iterations", iterations, low=1, what="centered_clipping: ")
+  checks.check_positive("centered_clipping", "tau", tau)
+  checks.check_int("iterations", iterations, low=1, what="centered_clipping: ")
 
 
-@_aggregator("centered_clipping", check=_check_cc, uses_center=True)
+@rule.aggregator("centered_clipping", display="CC", rows=True,
+                 check=_check_cc, uses_center=True)
 def centered_clipping(rows: Rows, *, f: int, tau: float = 100.0,
                       iterations: int = 1,
                       center: Optional[jax.Array] = None) -> jax.Array:
@@ -703,7 +692,6 @@ def centered_clipping(rows: Rows, *, f: int, tau: float = 100.0,
   cdt = rows.cdtype
   # Two passes per iteration over the original rows (distances to v, then one
   # masked weighted sum); from zero the first distances are the cached norms.
-  # Was 6.9 ms at (17, 431080) with a cleaned copy of the rows and a matvec.
   base = rows if rows.mix is None else Rows(rows.materialize())
   x, bad, n = base.x.astype(cdt), base.bad(), base.num_rows
   v = None if center is None else center.astype(cdt)
@@ -714,173 +702,6 @@ def centered_clipping(rows: Rows, *, f: int, tau: float = 100.0,
     step = base.combine(scale / n, dtype=cdt)
     v = step if v is None else v * (1.0 - jnp.sum(scale) / n) + step
   return v.astype(rows.dtype)
-
-
-# ---------------------------------------------------------------------------
-# Composition.
-
-Stage = Union[str, Rule, tuple]
-
-
-def _parse(stage: Stage):
-  if isinstance(stage, tuple):
-    rule, hyper = stage
-    rule, _ = _parse(rule)
-    return rule, dict(hyper)
-  if isinstance(stage, Rule):
-    return stage, {}
-  if isinstance(stage, str):
-    if stage in preaggregators._REGISTRY:
-      return preaggregators.get(stage), {}
-    if stage in _REGISTRY:
-      return get(stage), {}
-    valid = preaggregators.names() + names()
-    import difflib
-    close = difflib.get_close_matches(stage, valid, n=3)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"unknown rule {stage!r}.{hint} Valid pre-aggregations: "
-                     f"{', '.join(preaggregators.names())}; aggregators: "
-                     f"{', '.join(names())}")
-  raise ValueError(f"a stage is a name, a rule or a (rule, hyperparameters) "
-                   f"pair, got {stage!r}")
-
-
-class Composed:
-  """Pre-aggregations followed by an aggregator, as one pure function.
-
-  Call as ``composed(x, key=None, center=None)`` with x of shape (n, d).
-
-  Attributes:
-    name: the stages' names joined by "+", e.g. "nnm+trimmed_mean".
-    f: the number of Byzantine workers every stage tolerates.
-    randomized: True when a stage needs a key.
-    uses_center: True when the aggregator takes the previous aggregate.
-  """
-
-  def __init__(self, stages, f: int, n: Optional[int]):
-    self.stages = stages
-    self.f = f
-    self.name = "+".join(rule.name for rule, _ in stages)
-    self.randomized = any(rule.randomized for rule, _ in stages)
-    self.uses_center = stages[-1][0].uses_center
-    if n is not None:
-      self.validate(n)
-
-  def validate(self, n: int) -> None:
-    """Checks every stage for n input rows (ValueError naming the bound)."""
-    m = n
-    for rule, hyper in self.stages:
-      m = rule.validate(m, f=self.f, **hyper)
-
-  def __call__(self, x: jax.Array, *, key: Optional[jax.Array] = None,
-               center: Optional[jax.Array] = None) -> jax.Array:
-    n, _ = _validate.check_matrix(self.name, x)
-    self.validate(n)
-    return self.run_rows(Rows(x), key=key, center=center)
-
-  def run_rows(self, rows: Rows, *, key: Optional[jax.Array] = None,
-               center: Optional[jax.Array] = None) -> jax.Array:
-    """Runs the stages on ``Rows`` (internal: no validation of the matrix).
-
-    Lets a caller evaluate the rule on lazily mixed rows, e.g. the optimized
-    attacks, whose candidate inputs all share the honest rows: with
-    ``Rows(base).mixed(m)`` the distances of the base rows are computed once
-    for every candidate.
-    """
-    if self.randomized and key is None:
-      raise ValueError(f"{self.name} is randomized: pass key=jax.random.key(...)")
-    for rule, hyper in self.stages[:-1]:
-      sub = None
-      if rule.randomized:
-        key, sub = jax.random.split(key)
-      rows = rule.run(rows, f=self.f, key=sub, **hyper)
-    rule, hyper = self.stages[-1]
-    sub = None
-    if rule.randomized:
-      key, sub = jax.random.split(key)
-    return rule.run(rows, f=self.f, key=sub, center=center, **hyper)
-
-  def bind(self, key: Optional[jax.Array] = None,
-           center: Optional[jax.Array] = None) -> "Defence":
-    """This rule with its round's key and centre fixed: a ``Defence``."""
-    return Defence(self, key if self.randomized else None,
-                   center if self.uses_center else None)
-
-  def __repr__(self) -> str:
-    return f"<byzjax composed rule {self.name!r}, f={self.f}>"
-
-
-class Defence(NamedTuple):
-  """The server's defence in one round: a composed rule, its key and centre.
-
-  A pure function ``(n, d) -> (d,)`` that the training round and the attacks
-  share. An omniscient attack that simulates the defence calls it on its
-  candidate inputs; for a randomized rule (bucketing) it draws its own
-  randomness with ``with_key`` unless it is told the server's
-  (``knows_server_randomness``). ``run_rows`` evaluates it on lazily mixed
-  ``Rows``, so that candidates sharing rows share their distances.
-
-  Attributes:
-    rule: the composed rule.
-    key: the key of its randomized stages (None when it has none).
-    center: the previous aggregate, for rules that start from it.
-  """
-
-  rule: Composed
-  key: Optional[jax.Array] = None
-  center: Optional[jax.Array] = None
-
-  @property
-  def randomized(self) -> bool:
-    return self.rule.randomized
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.rule(x, key=self.key, center=self.center)
-
-  def run_rows(self, rows: Rows) -> jax.Array:
-    """The defence on ``Rows`` (e.g. ``Rows(base).mixed(m)``), unvalidated."""
-    return self.rule.run_rows(rows, key=self.key, center=self.center)
-
-  def with_key(self, key: Optional[jax.Array]) -> "Defence":
-    """The same defence drawing its randomness from ``key``."""
-    return self._replace(key=key if self.randomized else None)
-
-
-def compose(*stages: Stage, f: int, n: Optional[int] = None) -> Composed:
-  """Chains pre-aggregations and one aggregator into one function.
-
-  ``compose("nnm", "trimmed_mean", f=4)`` is x -> trimmed_mean(nnm(x)). A
-  stage is a registry name, a rule, or a ``(rule_or_name, {hyper})`` pair; a
-  single string "nnm+trimmed_mean" is split on "+". Distance-based rules after
-  linear pre-aggregations (NNM, bucketing, clipping, ARC) never materialize
-  the pre-aggregated rows: NNM then Krum reads the data twice in all.
-
-  Args:
-    *stages: pre-aggregations, then the aggregator (last).
-    f: number of Byzantine workers, passed to every stage.
-    n: number of workers; when given, every bound is checked now.
-
-  Returns:
-    A ``Composed`` callable ``(x, *, key=None, center=None) -> (d,)``.
-
-  Raises:
-    ValueError: unknown names, an aggregator that is not last, or (with n)
-      a violated bound.
-  """
-  if len(stages) == 1 and isinstance(stages[0], str) and "+" in stages[0]:
-    stages = tuple(stages[0].split("+"))
-  if not stages:
-    raise ValueError("compose needs at least an aggregator")
-  parsed = [_parse(s) for s in stages]
-  for rule, _ in parsed[:-1]:
-    if rule.kind != "preaggregator":
-      raise ValueError(f"compose: {rule.name!r} is an aggregator; only the last "
-                       f"stage may be one (stages: {[r.name for r, _ in parsed]})")
-  if parsed[-1][0].kind != "aggregator":
-    raise ValueError(f"compose: the last stage must be an aggregator, got "
-                     f"pre-aggregation {parsed[-1][0].name!r}")
-  f = _validate.check_int("f", f, low=0, what="compose: ")
-  return Composed(parsed, f, n)
 
 
 # ---------------------------------------------------------------------------

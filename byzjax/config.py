@@ -12,15 +12,16 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import difflib
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from byzjax import aggregators
+from byzjax import checks
 from byzjax import attacks
 from byzjax import data as data_lib
 from byzjax import models
+from byzjax.registry import did_you_mean
 
 ALGORITHMS = ("dshb", "dsgd", "dgd")
 SCHEDULES = ("constant", "inverse_step", "multistep")
@@ -148,10 +149,7 @@ class RunConfig:
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in values if k not in valid]
     if unknown:
-      hints = []
-      for k in unknown:
-        close = difflib.get_close_matches(k, valid, n=1)
-        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+      hints = [f"{k!r}{did_you_mean(k, valid, style='paren')}" for k in unknown]
       raise ValueError(f"unknown run setting(s) {', '.join(hints)}; valid: "
                        f"{', '.join(valid)}")
     return cls(**values)
@@ -172,24 +170,18 @@ class RunConfig:
     return self.momentum if self.algorithm == "dshb" else 0.0
 
 
-def _choice(name: str, value: str, valid: Sequence[str]) -> str:
-  if value not in valid:
-    close = difflib.get_close_matches(str(value), list(valid), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"{name} must be one of {', '.join(valid)}, got "
-                     f"{value!r}{hint}")
-  return value
+_choice = checks.check_choice
 
 
 def _int_at_least(name: str, value: Any, low: int) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-      or value < low:
-    raise ValueError(f"{name} must be an int >= {low}, got {name}={value!r}")
-  return int(value)
+  return checks.check_int(name, value, low=low)
 
 
-def validate(config: RunConfig) -> None:
+def validate(config: RunConfig) -> Tuple[aggregators.Composed, attacks.Attack]:
   """Checks a config before any data is loaded or anything compiled.
+
+  Returns:
+    The defence and the attack it builds (``build_rule``, ``build_attack``).
 
   Raises:
     ValueError: naming the bad value and its valid range (unknown names list
@@ -237,8 +229,8 @@ def validate(config: RunConfig) -> None:
                      f"weight_decay={c.weight_decay}")
   if not 0.0 < c.decay_factor <= 1.0:
     raise ValueError(f"decay_factor must be in (0, 1], got {c.decay_factor}")
-  build_rule(c, n)  # unknown stages, Bulyan's n >= 4f + 3, ...
-  build_attack(c)
+  # Unknown stages or hyperparameters, Bulyan's n >= 4f + 3, ...
+  return build_rule(c, n), build_attack(c)
 
 
 def build_rule(config: RunConfig, n: Optional[int] = None

@@ -38,6 +38,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -45,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from byzjax import checks
 from byzjax.registry import Registry
 from byzjax.types import Array, Key, PyTree
 
@@ -57,10 +59,12 @@ class ModelDef(NamedTuple):
   Attributes:
     module: the ``flax.linen`` module; called as ``module(x, train=...)``.
     min_hw: smallest (height, width) the architecture accepts.
+    uses_dropout: training needs a ``key`` for dropout.
   """
 
   module: nn.Module
   min_hw: Tuple[int, int] = (1, 1)
+  uses_dropout: bool = False
 
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -80,10 +84,9 @@ def conv_valid(x: Array, kernel: Array) -> Array:
   in/out-swapped kernel, and the kernel gradient as a convolution of the input
   (channels as batch) with the output gradient (batch as channels). The
   numbers are those of JAX's own transpose rules; the form matters on XLA:CPU,
-  where JAX's transposed convolutions were measured 10-15x slower inside a
-  ``lax.scan`` body than outside it (conv2 of the MNIST CNN at batch 25:
-  kernel gradient 10.9 ms vs 0.75 ms unrolled, input gradient 7.7 vs 1.0 ms),
-  while forward convolutions run at full speed in both (1.0 ms).
+  where JAX's transposed convolutions were measured much slower inside a
+  ``lax.scan`` body than outside it, while forward convolutions run at full
+  speed in both (``benchmarks/results/xla_cpu_notes.md``).
 
   Args:
     x: (batch, height, width, in_channels).
@@ -182,13 +185,13 @@ def _conv(features: int) -> Conv:
   return Conv(features)
 
 
-def _pool(x: Array) -> Array:
+def max_pool(x: Array) -> Array:
   """M of Table 3: 2x2 max-pool, stride 2, odd edges dropped (PyTorch's floor).
 
   A reshape and a max over the two window axes: the same values as
-  ``nn.max_pool``, and its VJP (compare-and-select) was measured 1.7x faster
-  on XLA:CPU than ``max_pool``'s select-and-scatter for the MNIST CNN's
-  per-worker gradients (69 vs 114 ms for 13 workers).
+  ``nn.max_pool``, and its VJP (compare-and-select) was measured faster on
+  XLA:CPU than ``nn.max_pool``'s select-and-scatter for the MNIST CNN's
+  per-worker gradients.
   """
   b, h, w, c = x.shape
   x = x[:, :h - h % 2, :w - w % 2]
@@ -199,7 +202,9 @@ class MnistCNN(nn.Module):
   """The MNIST / Fashion-MNIST CNN of Table 3: C(20)-R-M-C(20)-R-M-L(500)-R-L(10).
 
   On 28x28x1 inputs: conv 520 + conv 10,020 + dense (4*4*20 -> 500) 160,500 +
-  dense 5,010 = 176,050 parameters.
+  dense 5,010 = 176,050 parameters. The authors' group's code
+  (LPD-EPFL/robust-collaborative-learning, ``simples-conv``) gives the second
+  convolution 50 channels: that network is ``lenet`` (431,080 parameters).
 
   Attributes:
     num_classes: number of output logits.
@@ -213,8 +218,8 @@ class MnistCNN(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     del train  # no train-only layers
-    x = _pool(nn.relu(_conv(20)(x)))
-    x = _pool(nn.relu(_conv(20)(x)))
+    x = max_pool(nn.relu(_conv(20)(x)))
+    x = max_pool(nn.relu(_conv(20)(x)))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(Linear(500)(x))
     return Linear(self.num_classes)(x)
@@ -256,10 +261,10 @@ class CifarCNN(nn.Module):
 
     x = bn(nn.relu(_conv(64)(x)))
     x = bn(nn.relu(_conv(64)(x)))
-    x = drop(_pool(x))
+    x = drop(max_pool(x))
     x = bn(nn.relu(_conv(128)(x)))
     x = bn(nn.relu(_conv(128)(x)))
-    x = drop(_pool(x))
+    x = drop(max_pool(x))
     x = x.reshape((x.shape[0], -1))
     x = drop(nn.relu(Linear(128)(x)))
     return Linear(self.num_classes)(x)
@@ -284,8 +289,8 @@ class LeNet(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     del train
-    x = _pool(nn.relu(_conv(20)(x)))
-    x = _pool(nn.relu(_conv(50)(x)))
+    x = max_pool(nn.relu(_conv(20)(x)))
+    x = max_pool(nn.relu(_conv(50)(x)))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(Linear(500)(x))
     return Linear(self.num_classes)(x)
@@ -344,7 +349,7 @@ def _cifar_cnn(*, num_classes: int, dropout_rate: float = 0.25) -> ModelDef:
     raise ValueError(f"dropout_rate must be in [0, 1), got {dropout_rate}")
   # Two 5x5 valid convs, pool, two 5x5 valid convs, pool: needs at least 26x26.
   return ModelDef(CifarCNN(num_classes=num_classes, dropout_rate=dropout_rate),
-                  min_hw=(26, 26))
+                  min_hw=(26, 26), uses_dropout=dropout_rate > 0)
 
 
 @MODELS.register("lenet")
@@ -377,12 +382,14 @@ class Model(NamedTuple):
     module: the ``flax.linen`` module.
     input_shape: per-example (height, width, channels).
     num_classes: number of logits.
+    uses_dropout: training needs a ``key`` for dropout.
   """
 
   name: str
   module: nn.Module
   input_shape: Tuple[int, int, int]
   num_classes: int
+  uses_dropout: bool = False
 
   def init(self, key: Key) -> Tuple[PyTree, PyTree]:
     """Initializes the variables.
@@ -427,10 +434,6 @@ class Model(NamedTuple):
       return logits, dict(new_state)
     logits = self.module.apply(variables, x, train=train, rngs=rngs)
     return logits, state
-
-  @property
-  def uses_dropout(self) -> bool:
-    return isinstance(self.module, CifarCNN) and self.module.dropout_rate > 0
 
 
 def get(name: str) -> Callable[..., ModelDef]:
@@ -483,6 +486,8 @@ def build_model(name: str, *, num_classes: int,
   if len(input_shape) != 3 or min(input_shape) < 1:
     raise ValueError("input_shape must be (height, width, channels) with "
                      f"positive sizes, got {input_shape}")
+  valid = [k for k in inspect.signature(factory).parameters if k != "num_classes"]
+  checks.check_names(f"model {name!r}", list(hyper), valid)
   spec = factory(num_classes=num_classes, **hyper)
   h, w, _ = input_shape
   if h < spec.min_hw[0] or w < spec.min_hw[1]:
@@ -490,8 +495,9 @@ def build_model(name: str, *, num_classes: int,
         f"model {name!r} needs images of at least {spec.min_hw[0]}x"
         f"{spec.min_hw[1]}, got input_shape={input_shape}; use 'mlp' or "
         "'logistic_regression' for small images")
-  return Model(name=name.strip().lower().replace("-", "_"), module=spec.module, input_shape=input_shape,
-               num_classes=num_classes)
+  return Model(name=name.strip().lower().replace("-", "_"), module=spec.module,
+               input_shape=input_shape, num_classes=num_classes,
+               uses_dropout=spec.uses_dropout)
 
 
 def num_params(params: PyTree) -> int:

@@ -13,9 +13,10 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+
+from byzjax.registry import did_you_mean
 
 # Names the paper prints -> byzjax registry names (Section 6, Appendix 14).
 RULE_NAMES: Dict[str, str] = {
@@ -130,8 +131,7 @@ def registry_name(printed: str) -> str:
   for i, part in enumerate(parts):
     table = RULE_NAMES if i == len(parts) - 1 else PRE_NAMES
     if part not in table:
-      close = difflib.get_close_matches(part, list(table), n=1)
-      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      hint = did_you_mean(part, list(table), style="paren")
       raise ValueError(f"unknown printed name {part!r} in {printed!r}{hint}; "
                        f"valid: {', '.join(table)}")
     names.append(table[part])
@@ -175,8 +175,7 @@ def get(name: str) -> PaperTable:
     ValueError: an unknown name, listing the valid ones.
   """
   if name not in TABLES:
-    close = difflib.get_close_matches(name, list(TABLES), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name, list(TABLES), style="paren")
     raise ValueError(f"unknown paper table {name!r}{hint}; valid: "
                      f"{', '.join(TABLES)}")
   return TABLES[name]

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from byzjax import aggregators
-from byzjax import experiments as ex
+from byzjax import results as res
 
 
 def _pyplot():
@@ -72,10 +72,17 @@ def _save(fig, path: str) -> str:
   return path
 
 
-def _by(records: Sequence[ex.Record], field: str) -> Dict[Any, List[ex.Record]]:
-  out: Dict[Any, List[ex.Record]] = {}
+def _setting(record: res.Record, field: str) -> Any:
+  """A record's value of ``field``: varied, else from its run's config."""
+  if field in record.settings:
+    return record.settings[field]
+  return getattr(getattr(record.result, "config", None), field, None)
+
+
+def _by(records: Sequence[res.Record], field: str) -> Dict[Any, List[res.Record]]:
+  out: Dict[Any, List[res.Record]] = {}
   for r in records:
-    out.setdefault(ex._hashable(r.settings.get(field)), []).append(r)
+    out.setdefault(res.hashable(_setting(r, field)), []).append(r)
   return out
 
 
@@ -85,33 +92,36 @@ def _mean_std(series: Sequence[Sequence[float]]) -> Tuple[np.ndarray, np.ndarray
     return np.nanmean(a, axis=0), np.nanstd(a, axis=0)
 
 
-def _group_baselines(baselines: Sequence[ex.Record], group: Dict[str, Any]
-                    ) -> Dict[str, List[ex.Record]]:
-  out: Dict[str, List[ex.Record]] = {}
+def _group_baselines(baselines: Sequence[res.Record], group: Dict[str, Any]
+                    ) -> Dict[str, List[res.Record]]:
+  out: Dict[str, List[res.Record]] = {}
   for r in baselines:
     follows = [k for k in group if k in r.settings and k not in r.overridden]
-    if all(ex._hashable(r.settings[k]) == group[k] for k in follows):
+    if all(res.hashable(r.settings[k]) == group[k] for k in follows):
       out.setdefault(r.label, []).append(r)
   return out
 
 
-def accuracy_curves(records: Sequence[ex.Record], path: str, *,
+def accuracy_curves(records: Sequence[res.Record], path: str, **kwargs) -> str:
+  """``accuracy_figure`` saved as a PNG at ``path``; returns ``path``."""
+  return _save(accuracy_figure(records, **kwargs), path)
+
+
+def accuracy_figure(records: Sequence[res.Record], *,
                     rows: str = "aggregator", columns: str = "attack",
-                    baselines: Sequence[ex.Record] = (), title: str = ""
-                   ) -> str:
+                    baselines: Sequence[res.Record] = (), title: str = ""):
   """Test accuracy over rounds: one panel per ``rows`` value, one line per
   ``columns`` value, mean over seeds with a ±1 std band.
 
   Args:
     records: the grid records of one group.
-    path: the PNG to write.
     rows: the field whose values get a panel each.
     columns: the field whose values get a line each.
     baselines: baseline records, drawn dashed in every panel.
     title: the figure title.
 
   Returns:
-    ``path``.
+    The matplotlib figure.
   """
   panels = _by(records, rows)
   fig, axes = _panels(len(panels), max_cols=_columns(list(panels), rows))
@@ -121,13 +131,13 @@ def accuracy_curves(records: Sequence[ex.Record], path: str, *,
       steps = runs[0].result.eval_steps
       mean, std = _mean_std([r.result.test_accuracy for r in runs])
       ax.plot(steps, 100 * mean, color=colors[col], lw=1.4,
-              label=ex.display(columns, col))
+              label=res.display(columns, col))
       ax.fill_between(steps, 100 * (mean - std), 100 * (mean + std),
                       color=colors[col], alpha=0.18, lw=0)
     for label, runs in _by_label(baselines).items():
       mean, _ = _mean_std([r.result.test_accuracy for r in runs])
       ax.plot(runs[0].result.eval_steps, 100 * mean, "k--", lw=1.0, label=label)
-    ax.set_title(ex.display(rows, row), fontsize=10)
+    ax.set_title(res.display(rows, row), fontsize=10)
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
   for ax in axes:
@@ -136,11 +146,11 @@ def accuracy_curves(records: Sequence[ex.Record], path: str, *,
   _legend(fig, axes)
   if title:
     fig.suptitle(title, fontsize=11)
-  return _save(fig, path)
+  return fig
 
 
-def _by_label(records: Sequence[ex.Record]) -> Dict[str, List[ex.Record]]:
-  out: Dict[str, List[ex.Record]] = {}
+def _by_label(records: Sequence[res.Record]) -> Dict[str, List[res.Record]]:
+  out: Dict[str, List[res.Record]] = {}
   for r in records:
     out.setdefault(r.label, []).append(r)
   return out
@@ -159,22 +169,27 @@ def _legend(fig, axes) -> None:
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
 
 
-def aggregate_error_curves(records: Sequence[ex.Record], path: str, *,
+def aggregate_error_curves(records: Sequence[res.Record], path: str,
+                           **kwargs) -> str:
+  """``aggregate_error_figure`` saved as a PNG at ``path``; returns ``path``."""
+  return _save(aggregate_error_figure(records, **kwargs), path)
+
+
+def aggregate_error_figure(records: Sequence[res.Record], *,
                            rows: str = "aggregator", columns: str = "attack",
-                           title: str = "") -> str:
+                           title: str = ""):
   """||R_t - s_t|| (distance of the aggregate from the honest mean) over
   rounds, mean over seeds, log scale: one panel per method, one line per
   attack.
 
   Args:
     records: the grid records of one group.
-    path: the PNG to write.
     rows: the field whose values get a panel each.
     columns: the field whose values get a line each.
     title: the figure title.
 
   Returns:
-    ``path``.
+    The matplotlib figure.
   """
   panels = _by(records, rows)
   fig, axes = _panels(len(panels), max_cols=_columns(list(panels), rows))
@@ -186,20 +201,20 @@ def aggregate_error_curves(records: Sequence[ex.Record], path: str, *,
       ok = np.isfinite(mean) & (mean > 0)
       if ok.any():
         ax.plot(t[ok], mean[ok], color=colors[col], lw=1.0,
-                label=ex.display(columns, col))
+                label=res.display(columns, col))
     if ax.get_lines():
       ax.set_yscale("log")
       values = np.concatenate([l.get_ydata() for l in ax.get_lines()])
       # Rare exact hits of the honest mean (1e-8) would squash the scale.
       ax.set_ylim(bottom=max(values.min(), np.percentile(values, 2) / 3))
-    ax.set_title(ex.display(rows, row), fontsize=10)
+    ax.set_title(res.display(rows, row), fontsize=10)
     ax.grid(alpha=0.3)
     ax.set_xlabel("round")
   axes[0].set_ylabel("||R_t - honest mean||")
   _legend(fig, axes)
   if title:
     fig.suptitle(title, fontsize=11)
-  return _save(fig, path)
+  return fig
 
 
 def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -209,12 +224,12 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
   return np.convolve(values, kernel, mode="valid")
 
 
-def kappa_curves(records: Sequence[ex.Record], path: str, **kwargs) -> str:
+def kappa_curves(records: Sequence[res.Record], path: str, **kwargs) -> str:
   """``kappa_figure`` saved as a PNG at ``path``; returns ``path``."""
   return _save(kappa_figure(records, **kwargs), path)
 
 
-def kappa_figure(records: Sequence[ex.Record], *, rows: str = "aggregator",
+def kappa_figure(records: Sequence[res.Record], *, rows: str = "aggregator",
                  columns: str = "attack", smooth: int = 1, title: str = ""):
   """kappa_hat_t of eq. (26) over rounds (Figure 2 of Allouah et al.).
 
@@ -250,7 +265,7 @@ def kappa_figure(records: Sequence[ex.Record], *, rows: str = "aggregator",
       ok = np.isfinite(mean) & (mean > 0)
       if ok.any():
         ax.plot(t[ok], mean[ok], color=colors[row], lw=1.0,
-                label=ex.display(rows, row))
+                label=res.display(rows, row))
       c = runs[0].result.config
       kappa = aggregators.robustness_coefficient(
           c.aggregator, n=c.n, f=c.rule_f, aggregator_args=c.aggregator_args)
@@ -262,7 +277,7 @@ def kappa_figure(records: Sequence[ex.Record], *, rows: str = "aggregator",
       ax.axhline(b, color="k", ls=":", lw=0.9, label="lower bound sqrt(f/(n-2f))")
     ax.axhline(1.0, color="0.5", lw=0.9, label="one honest vector")
     ax.set_yscale("log")
-    ax.set_title(ex.display(columns, col), fontsize=10)
+    ax.set_title(res.display(columns, col), fontsize=10)
     ax.grid(alpha=0.3)
     ax.set_xlabel("round")
   axes[0].set_ylabel("kappa_hat_t  (eq. 26)")
@@ -272,16 +287,20 @@ def kappa_figure(records: Sequence[ex.Record], *, rows: str = "aggregator",
   return fig
 
 
-def table_heatmap(table: ex.Table, path: str, *, title: str = "") -> str:
+def table_heatmap(table: res.Table, path: str, **kwargs) -> str:
+  """``table_figure`` saved as a PNG at ``path``; returns ``path``."""
+  return _save(table_figure(table, **kwargs), path)
+
+
+def table_figure(table: res.Table, *, title: str = ""):
   """A summary table as a heatmap (means annotated; worst case last).
 
   Args:
     table: from ``experiments.summarize``.
-    path: the PNG to write.
     title: the figure title.
 
   Returns:
-    ``path``.
+    The matplotlib figure.
   """
   plt = _pyplot()
   cols = list(table.columns)
@@ -292,7 +311,7 @@ def table_heatmap(table: ex.Table, path: str, *, title: str = "") -> str:
         data[i, j] = table.cells[(r, c)].mean
     if table.worst and r in table.worst:
       data[i, -1] = table.worst[r][1].mean
-  labels = [ex.display(table.column_field, c) for c in cols]
+  labels = [res.display(table.column_field, c) for c in cols]
   labels += ["worst case"] if table.worst else []
   fig, ax = plt.subplots(figsize=(1.1 * len(labels) + 2.4,
                                   0.42 * len(table.rows) + 1.4))
@@ -300,13 +319,13 @@ def table_heatmap(table: ex.Table, path: str, *, title: str = "") -> str:
   _annotate(ax, data)
   ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
   ax.set_yticks(range(len(table.rows)),
-                [ex.display(table.row_field, r) for r in table.rows])
+                [res.display(table.row_field, r) for r in table.rows])
   if table.worst:
     ax.axvline(len(cols) - 0.5, color="white", lw=2)
-  fig.colorbar(image, ax=ax, label=ex._metric_text(table.metric))
-  ax.set_title(title or table.title or ex._metric_text(table.metric),
+  fig.colorbar(image, ax=ax, label=res.metric_text(table.metric))
+  ax.set_title(title or table.title or res.metric_text(table.metric),
                fontsize=10)
-  return _save(fig, path)
+  return fig
 
 
 def _annotate(ax, data: np.ndarray) -> None:
@@ -316,19 +335,23 @@ def _annotate(ax, data: np.ndarray) -> None:
               color="black" if v > 60 else "white")
 
 
-def worst_case_heatmap(tables: Sequence[ex.Table], path: str, *, y: str,
-                       x: Optional[str] = None, title: str = "") -> str:
+def worst_case_heatmap(tables: Sequence[res.Table], path: str, **kwargs) -> str:
+  """``worst_case_figure`` saved as a PNG at ``path``; returns ``path``."""
+  return _save(worst_case_figure(tables, **kwargs), path)
+
+
+def worst_case_figure(tables: Sequence[res.Table], *, y: str,
+                      x: Optional[str] = None, title: str = ""):
   """Worst case over attacks per method, over settings ``y`` (x ``x``).
 
   Args:
     tables: summary tables whose groups hold ``y`` (and ``x``).
-    path: the PNG to write.
     y: the setting along the vertical axis (e.g. "f").
     x: the setting along the horizontal axis (e.g. "alpha"), or None.
     title: the figure title.
 
   Returns:
-    ``path``.
+    The matplotlib figure.
   """
   ys = list(dict.fromkeys(t.group[y] for t in tables))
   xs = list(dict.fromkeys(t.group[x] for t in tables)) if x else [None]
@@ -347,28 +370,28 @@ def worst_case_heatmap(tables: Sequence[ex.Table], path: str, *, y: str,
     image = ax.imshow(data, cmap="viridis", vmin=0, vmax=100, aspect="auto",
                       origin="lower")
     _annotate(ax, data)
-    ax.set_title(ex.display(tables[0].row_field, method), fontsize=9)
-    ax.set_xticks(range(len(xs)), [ex.display(x, v) for v in xs] if x else [""])
-    ax.set_yticks(range(len(ys)), [ex.display(y, v) for v in ys])
+    ax.set_title(res.display(tables[0].row_field, method), fontsize=9)
+    ax.set_xticks(range(len(xs)), [res.display(x, v) for v in xs] if x else [""])
+    ax.set_yticks(range(len(ys)), [res.display(y, v) for v in ys])
     ax.set_xlabel(x or "")
     ax.set_ylabel(y)
     ax.label_outer()
   if image is not None:
     fig.colorbar(image, ax=list(axes), label="worst case: " +
-                 ex._metric_text(tables[0].metric), shrink=0.8)
+                 res.metric_text(tables[0].metric), shrink=0.8)
   fig.suptitle(title or "worst case over attacks", fontsize=11)
-  return _save(fig, path)
+  return fig
 
 
 def _file_slug(group: Dict[str, Any]) -> str:
   if not group:
     return ""
-  text = "_".join(f"{k}{ex._short(v)}" for k, v in group.items())
+  text = "_".join(f"{k}{res.short(v)}" for k, v in group.items())
   return "_" + re.sub(r"[^A-Za-z0-9.+=-]+", "-", text)
 
 
-def plot_grid(results: ex.GridResults, folder: str,
-              tables: Optional[Sequence[ex.Table]] = None) -> List[str]:
+def plot_grid(results: res.GridResults, folder: str,
+              tables: Optional[Sequence[res.Table]] = None) -> List[str]:
   """All plots of a grid's results into ``folder``.
 
   Per group of the grid's other axes (e.g. per f and alpha):
@@ -386,12 +409,12 @@ def plot_grid(results: ex.GridResults, folder: str,
   written = []
   for table in tables:
     members = [r for r in grid_records
-               if all(ex._hashable(r.settings.get(k)) == v
+               if all(res.hashable(r.settings.get(k)) == v
                       for k, v in table.group.items())]
     if not members:
       continue
     slug = _file_slug(table.group)
-    title = f"{grid.name}: {ex.summary(grid)}" + (
+    title = f"{grid.name}: {res.summary(grid)}" + (
         f"; {table.title}" if table.group else "")
     written.append(accuracy_curves(
         members, os.path.join(folder, f"accuracy{slug}.png"), rows=grid.rows,

@@ -16,39 +16,29 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax import _kernels as K
-from byzjax import _validate
-from byzjax._kernels import Rows
-from byzjax._rules import Rule, no_hyper
-from byzjax.registry import Registry
-
-_REGISTRY: Registry[Rule] = Registry("pre-aggregation")
+from byzjax import _xla_cpu as K
+from byzjax import checks
+from byzjax import rule
+from byzjax.rows import Rows
 
 
-def _preaggregator(name: str, check: Callable[..., Any] = no_hyper, **flags: Any):
-  def wrap(impl):
-    return _REGISTRY.register(name)(Rule(impl, name=name, kind="preaggregator",
-                                         check=check, **flags))
-  return wrap
-
-
-def get(name: str) -> Rule:
+def get(name: str) -> rule.Rule:
   """The pre-aggregation registered as ``name`` (ValueError listing valid names)."""
-  return _REGISTRY.get(name)
+  return rule.PREAGGREGATORS.get(name)
 
 
 def names() -> list:
   """Names of all registered pre-aggregations."""
-  return _REGISTRY.names()
+  return rule.PREAGGREGATORS.names()
 
 
-@_preaggregator("nnm")
+@rule.preaggregator("nnm", display="NNM", rows=True)
 def nnm(rows: Rows, *, f: int) -> Rows:
   """Nearest neighbour mixing: each row becomes the mean of its n - f nearest
   rows, itself included (lowest index first on distance ties).
@@ -76,12 +66,13 @@ def default_bucket_size(n: int, f: int) -> int:
 
 
 def _check_bucketing(n: int, *, f: int, bucket_size: Optional[int] = None) -> int:
-  s = default_bucket_size(n, f) if bucket_size is None else _validate.check_int(
+  s = default_bucket_size(n, f) if bucket_size is None else checks.check_int(
       "bucket_size", bucket_size, low=1, high=n, what="bucketing: ")
   return math.ceil(n / s)
 
 
-@_preaggregator("bucketing", check=_check_bucketing, randomized=True)
+@rule.preaggregator("bucketing", display="Bucketing", rows=True,
+                    check=_check_bucketing, randomized=True)
 def bucketing(rows: Rows, *, f: int, key: jax.Array,
               bucket_size: Optional[int] = None) -> Rows:
   """Bucketing: shuffle the rows, then average consecutive buckets of s rows.
@@ -112,10 +103,11 @@ def bucketing(rows: Rows, *, f: int, key: jax.Array,
 
 
 def _check_clipping(n: int, *, f: int, threshold: float = 2.0) -> None:
-  _validate.check_positive("clipping", "threshold", threshold)
+  checks.check_positive("clipping", "threshold", threshold)
 
 
-@_preaggregator("clipping", check=_check_clipping)
+@rule.preaggregator("clipping", display="Clipping", rows=True,
+                    check=_check_clipping)
 def clipping(rows: Rows, *, f: int, threshold: float = 2.0) -> Rows:
   """Static l2 clipping: rows of norm above ``threshold`` are scaled to it.
 
@@ -133,7 +125,7 @@ def clipping(rows: Rows, *, f: int, threshold: float = 2.0) -> Rows:
   return rows.scaled(scale)
 
 
-@_preaggregator("arc")
+@rule.preaggregator("arc", display="ARC", rows=True)
 def arc(rows: Rows, *, f: int) -> Rows:
   """Adaptive robust clipping: clip the k = floor(2 (f / n) (n - f)) rows of
   largest norm to the (k + 1)-th largest norm (lowest index first on ties).

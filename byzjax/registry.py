@@ -1,11 +1,41 @@
-"""Registries of rules by lower_snake_case name, with helpful lookup errors."""
+"""Registries of things by lower_snake_case name, with helpful lookup errors.
+
+``did_you_mean`` is the one place that suggests the closest valid name.
+"""
 
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Generic, List, TypeVar
+from typing import Callable, Dict, Generic, List, Sequence, TypeVar
 
 T = TypeVar("T")
+
+
+def did_you_mean(name: str, valid: Sequence[str], *, count: int = 1,
+                 style: str = "sentence") -> str:
+  """A hint naming the valid names closest to ``name``, or "" if none is close.
+
+  Args:
+    name: the unknown name.
+    valid: the valid names.
+    count: how many close names to offer.
+    style: "sentence" (" Did you mean 'krum'?") or "paren"
+      (" (did you mean 'krum'?)").
+
+  Returns:
+    The hint, with a leading space.
+  """
+  close = difflib.get_close_matches(str(name), [str(v) for v in valid], n=count)
+  if not close:
+    return ""
+  names = ", ".join(map(repr, close))
+  return f" Did you mean {names}?" if style == "sentence" else \
+      f" (did you mean {names}?)"
+
+
+def _origin(obj) -> tuple:
+  """Where an object was defined: (module, qualified name)."""
+  return (getattr(obj, "__module__", None), getattr(obj, "__qualname__", None))
 
 
 class Registry(Generic[T]):
@@ -25,9 +55,11 @@ class Registry(Generic[T]):
       raise ValueError(f"{self.kind} names are lower_snake_case, got {name!r}")
 
     def wrap(obj: T) -> T:
-      if name in self._items:
-        raise ValueError(f"{self.kind} {name!r} is registered twice")
-      self._items[name] = obj
+      old = self._items.get(name)
+      if old is not None and _origin(old) != _origin(obj):
+        raise ValueError(f"{self.kind} {name!r} is registered twice (by "
+                         f"{_origin(old)[0]} and {_origin(obj)[0]})")
+      self._items[name] = obj  # the same definition again: a module reloaded
       return obj
 
     return wrap
@@ -41,8 +73,7 @@ class Registry(Generic[T]):
     key = name.strip().lower().replace("-", "_")
     if key in self._items:
       return self._items[key]
-    close = difflib.get_close_matches(key, list(self._items), n=3)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    hint = did_you_mean(key, list(self._items), count=3)
     raise ValueError(
         f"unknown {self.kind} {name!r}.{hint} Valid names: {', '.join(self.names())}")
 
@@ -52,3 +83,7 @@ class Registry(Generic[T]):
 
   def __contains__(self, name: str) -> bool:
     return name in self._items
+
+  def items(self) -> List[tuple]:
+    """(name, object) pairs, sorted by name."""
+    return sorted(self._items.items())

@@ -17,14 +17,13 @@ Rounds run under ``lax.scan`` between evaluations; the test accuracy is
 computed inside the same jitted program. Several seeds run together under
 ``jax.vmap`` on accelerators and one after another on the CPU.
 
-Two measured choices make the CPU path fast (2-core XLA:CPU, MNIST CNN, 13
-workers, batch 25): per-worker gradients are computed by separate calls
-traced into the round (``per_worker="loop"``: 51 ms per round under
-``lax.scan``) rather than ``jax.vmap`` over workers (180-210 ms: XLA:CPU's
-convolutions slow down sharply at large batch); and the models'
-convolutions use a VJP in forward form (``models.conv_valid``), without
-which a round inside ``lax.scan`` took 275 ms. On GPU/TPU the default is
-``jax.vmap`` over workers and seeds.
+Two measured choices make the CPU path fast (benchmarks/results/
+xla_cpu_notes.md): per-worker gradients are computed by separate calls
+traced into the round (``Execution(per_worker="loop")``) rather than
+``jax.vmap`` over workers (XLA:CPU's convolutions slow down sharply at large
+batch); and the models' convolutions use a VJP in forward form
+(``models.conv_valid``). On GPU/TPU the default is ``jax.vmap`` over workers
+and seeds.
 
 Diagnostics no peer reports, per round: the distance ||R_t - s_t|| of the
 aggregate from the mean s_t of the honest vectors, and the Byzantine
@@ -45,7 +44,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -57,13 +55,13 @@ import numpy as np
 import optax
 
 from byzjax import aggregators
-from byzjax import attacks
 from byzjax import data as data_lib
 from byzjax import models
 from byzjax import transforms
+from byzjax import workers as workers_lib
 from byzjax.config import (ALGORITHMS, SCHEDULES, Execution, RunConfig,
                            build_attack, build_rule, validate)
-from byzjax._fusion import row_mean, row_sq_deviations, sum_of_squares, vector_sum
+from byzjax._xla_cpu import row_mean, row_sq_deviations, sum_of_squares, vector_sum
 from byzjax.types import Array, Key, PyTree
 
 
@@ -211,9 +209,24 @@ class Data(NamedTuple):
     test_y: test labels.
   """
 
-  workers: data_lib.WorkerData
+  workers: workers_lib.WorkerData
   test_x: Array
   test_y: Array
+
+
+class Batch(NamedTuple):
+  """One round's samples of every data holder.
+
+  Attributes:
+    images: (holders, b, H, W, C).
+    labels: (holders, b).
+    mask: (holders, b) float weights of valid samples (D-GD, whose "batch" is
+      the whole padded shard), or None (every sample counts).
+  """
+
+  images: Array
+  labels: Array
+  mask: Optional[Array]
 
 
 # ---------------------------------------------------------------------------
@@ -224,7 +237,7 @@ def _stack(trees: Sequence[PyTree]) -> PyTree:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def _pack_seeds(ds: data_lib.Dataset, config: RunConfig) -> data_lib.WorkerData:
+def _pack_seeds(ds: data_lib.Dataset, config: RunConfig) -> workers_lib.WorkerData:
   """Per-seed splits, padded to one shape and stacked on a leading seed axis."""
   holders = config.n if config.byzantine_data else config.honest
   min_size = 1 if config.algorithm == "dgd" else config.batch_size
@@ -241,7 +254,7 @@ def _pack_seeds(ds: data_lib.Dataset, config: RunConfig) -> data_lib.WorkerData:
     parts = data_lib.split(ds.train_y, num_workers=holders, scheme=config.split,
                            alpha=alpha, seed=seed,
                            min_size=min_size if dirichlet else 1)
-    packs.append(data_lib.pack(ds.train_x, ds.train_y, parts))
+    packs.append(workers_lib.pack(ds.train_x, ds.train_y, parts))
   min_count = min(p.min_count for p in packs)
   if config.algorithm != "dgd" and config.batch_size > min_count:
     raise ValueError(f"batch_size={config.batch_size} is larger than the "
@@ -251,20 +264,27 @@ def _pack_seeds(ds: data_lib.Dataset, config: RunConfig) -> data_lib.WorkerData:
   index = jnp.stack([jnp.pad(p.index, ((0, 0), (0, width - p.index.shape[1])),
                              mode="edge") for p in packs])
   counts = jnp.stack([p.counts for p in packs])
-  return data_lib.WorkerData(x=packs[0].x, y=packs[0].y, index=index,
-                             counts=counts, min_count=min_count)
+  return workers_lib.WorkerData(x=packs[0].x, y=packs[0].y, index=index,
+                                counts=counts, min_count=min_count)
 
 
-def _seed_slice(workers: data_lib.WorkerData, i: int) -> data_lib.WorkerData:
+def _seed_slice(workers: workers_lib.WorkerData, i: int) -> workers_lib.WorkerData:
   return dataclasses.replace(workers, index=workers.index[i],
                              counts=workers.counts[i])
+
+
+def _unchanged(updates, state, params=None):
+  del params
+  return updates, state
 
 
 class Experiment:
   """A validated run setup: data on device, model, defence, attack, round.
 
-  Build once, then ``run()``; the pieces (``init``, ``round``, ``evaluate``)
-  are pure functions that can be used on their own (e.g. in a notebook).
+  Build once, then ``run()``. Every stage of the round is a public pure
+  function that benchmarks, notebooks and tests can use alone: ``sample``,
+  ``worker_gradients``, ``byzantine_inputs``, ``defence``, ``round``,
+  ``chunk``, ``evaluate`` (plus ``init`` and ``data``).
 
   Args:
     config: the run configuration (validated first).
@@ -276,7 +296,7 @@ class Experiment:
   def __init__(self, config: RunConfig, *,
                dataset: Optional[data_lib.Dataset] = None,
                execution: Optional[Execution] = None):
-    validate(config)
+    self.rule, self.attack = validate(config)
     self.config = c = config
     self.execution = (execution or Execution()).resolved(jax.default_backend())
     ds = dataset if dataset is not None else data_lib.load(
@@ -286,8 +306,6 @@ class Experiment:
     self.model = models.build_model(c.model, num_classes=ds.num_classes,
                                     input_shape=ds.train_x.shape[1:],
                                     **c.model_args)
-    self.rule = build_rule(c, c.n)
-    self.attack = build_attack(c)
     self.workers = _pack_seeds(ds, c)
     self.test_x = jnp.asarray(ds.test_x, jnp.float32)
     self.test_y = jnp.asarray(ds.test_y, jnp.int32)
@@ -302,10 +320,8 @@ class Experiment:
     self._stateless = transforms.worker_pipeline(  # l2 and clipping only
         weight_decay=c.weight_decay, clip=c.clip)
     self.averaging = transforms.worker_momentum(c.gradient_averaging)
-    self.byzantine_rows_needed = c.f > 0 and (
-        self.attack.flips_labels or self.attack.uses_own_rows)
 
-  # --- pieces ------------------------------------------------------------------
+  # --- data and state ---------------------------------------------------------
   def data(self, seed_index: Optional[int] = None) -> Data:
     """The device arrays for one seed (or all seeds stacked, when None)."""
     workers = self.workers if seed_index is None else _seed_slice(
@@ -328,8 +344,26 @@ class Experiment:
         previous=jnp.zeros_like(flat), key=key,
         step=jnp.zeros((), jnp.int32))
 
-  def _worker_grad(self, params: Array, model_state: PyTree, images: Array,
-                   labels: Array, mask: Optional[Array], key: Key):
+  # --- the stages of a round ----------------------------------------------------
+  def sample(self, key: Key, workers: workers_lib.WorkerData) -> Batch:
+    """Every data holder's samples for one round (D-GD: its whole shard)."""
+    if self.config.algorithm == "dgd":
+      index = workers.index
+      mask = (jnp.arange(index.shape[1])[None, :]
+              < workers.counts[:, None]).astype(jnp.float32)
+      images = workers.x[index]
+      if self.config.hflip:
+        images = workers_lib.random_hflip(key, images)
+      return Batch(images, workers.y[index], mask)
+    k_sample, k_flip = jax.random.split(key)
+    images, labels = workers_lib.sample_batches(
+        k_sample, workers, batch_size=self.config.batch_size)
+    if self.config.hflip:
+      images = workers_lib.random_hflip(k_flip, images)
+    return Batch(images, labels, None)
+
+  def _worker_gradient(self, params: Array, model_state: PyTree, images: Array,
+                       labels: Array, mask: Optional[Array], key: Key):
     """Loss, flat gradient and new model state of one worker's batch."""
     model = self.model
 
@@ -346,34 +380,61 @@ class Experiment:
     (loss, new_state), grad = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return loss, grad, new_state
 
-  def _grads(self, params, model_state, images, labels, mask, keys):
-    """Per-worker (loss, gradient row, model state), stacked over workers."""
-    fn = functools.partial(self._worker_grad, params, model_state)
+  def worker_gradients(self, params: Array, model_state: PyTree, batch: Batch,
+                       keys: Key):
+    """Per-worker (loss, flat gradient, model state), stacked over the workers
+    of ``batch`` (``keys``: one dropout key each)."""
+    fn = functools.partial(self._worker_gradient, params, model_state)
+    images, labels, mask = batch
     if self.execution.per_worker == "vmap":
       return jax.vmap(fn)(images, labels, mask, keys)
     outs = [fn(images[i], labels[i], None if mask is None else mask[i], keys[i])
             for i in range(images.shape[0])]
     return _stack(outs)
 
-  def _batches(self, key: Key, workers: data_lib.WorkerData):
-    """Images, labels and (D-GD) masks of every data holder for one round."""
-    if self.config.algorithm == "dgd":
-      index = workers.index
-      mask = (jnp.arange(index.shape[1])[None, :]
-              < workers.counts[:, None]).astype(jnp.float32)
-      images = workers.x[index]
-      if self.config.hflip:
-        images = data_lib.random_hflip(key, images)
-      return images, workers.y[index], mask
-    k_sample, k_flip = jax.random.split(key)
-    images, labels = data_lib.sample_batches(
-        k_sample, workers, batch_size=self.config.batch_size)
-    if self.config.hflip:
-      images = data_lib.random_hflip(k_flip, images)
-    return images, labels, None
+  def byzantine_inputs(self, state: TrainState, batch: Batch, keys: Key,
+                       honest_grads: Array) -> Array:
+    """What the attack asks for in the Byzantine rows (``Attack.inputs``), (f, d).
 
-  def aggregate(self, key: Key, previous: Array) -> aggregators.Defence:
-    """The defence with this round's key and previous aggregate fixed."""
+    "none": zeros. "gradients": the Byzantine workers' honest gradients (with
+    ``byzantine_data``, on their own batches; without, worker j copies honest
+    worker j mod (n - f)). "flipped_gradients": gradients on labels C - 1 - l
+    (with ``byzantine_data``, each on its own batch; without, every Byzantine
+    row is the mean of the honest workers' gradients on their flipped
+    batches, the authors' label flipping). When the attack sends these rows
+    without the worker momentum (``Attack.momentum`` False), each gradient gets
+    the l2 term and the clipping of an honest one first (the authors' code
+    clips every flipped gradient, then averages).
+    """
+    c = self.config
+    h, f = c.honest, c.f
+    if not f:
+      return jnp.zeros((0, self.dim))
+    kind = self.attack.inputs
+    if kind == "none":
+      return jnp.zeros((f, self.dim), honest_grads.dtype)
+    flip = kind == "flipped_gradients"
+    stateless = self._stateless.update if not self.attack.momentum else _unchanged
+    prepare = lambda g: stateless(g, self._stateless.init(g), state.params)[0]
+    relabel = (lambda y: workers_lib.flip_labels(y, self.num_classes)) if flip \
+        else (lambda y: y)
+    mask = batch.mask
+    if c.byzantine_data:
+      own = Batch(batch.images[h:], relabel(batch.labels[h:]),
+                  None if mask is None else mask[h:])
+      _, g, _ = self.worker_gradients(state.params, state.model_state, own,
+                                      keys[h:])
+      return prepare(g)
+    if not flip:
+      return prepare(honest_grads[jnp.arange(f) % h])
+    flipped = Batch(batch.images[:h], relabel(batch.labels[:h]),
+                    None if mask is None else mask[:h])
+    _, g, _ = self.worker_gradients(state.params, state.model_state, flipped,
+                                    keys[:h])
+    return jnp.broadcast_to(row_mean(prepare(g), h), (f, self.dim))
+
+  def defence(self, key: Key, previous: Array) -> aggregators.Defence:
+    """The server's defence with this round's key and previous aggregate."""
     return self.rule.bind(key, previous)
 
   def round(self, state: TrainState, data: Data
@@ -382,86 +443,50 @@ class Experiment:
     c = self.config
     h, f = c.honest, c.f
     key, k_batch, k_drop, k_rule = jax.random.split(state.key, 4)
-    images, labels, mask = self._batches(k_batch, data.workers)
-    holders = images.shape[0]
+    batch = self.sample(k_batch, data.workers)
+    holders = batch.images.shape[0]
     drop_keys = jax.random.split(k_drop, holders)
-    losses, grads, model_states = self._grads(
-        state.params, state.model_state, images[:h], labels[:h],
-        None if mask is None else mask[:h], drop_keys[:h])
+    honest = Batch(batch.images[:h], batch.labels[:h],
+                   None if batch.mask is None else batch.mask[:h])
+    losses, grads, model_states = self.worker_gradients(
+        state.params, state.model_state, honest, drop_keys[:h])
     model_state = jax.tree.map(lambda s: jnp.mean(s, axis=0), model_states)
-    own = self._byzantine_sources(state, images, labels, mask, drop_keys, grads)
+    own = self.byzantine_inputs(state, batch, drop_keys, grads)
     rows = jnp.concatenate([grads, own], axis=0) if f else grads
     sent, worker_state = self.pipeline.update(rows, state.worker_state,
                                               state.params)
-    if f and self.attack.bypasses_momentum:  # own rows are sent as computed
+    if f and not self.attack.momentum:  # the attack's inputs are sent as computed
       sent = jnp.concatenate([sent[:h], own.astype(sent.dtype)], axis=0)
-    aggregate = self.aggregate(k_rule, state.previous)
+    defence = self.defence(k_rule, state.previous)
     attack_state = state.attack_state
     if f:
       sent, attack_state = self.attack.update(sent, attack_state,
-                                              aggregate=aggregate)
+                                              aggregate=defence)
     received, received_state = self.averaging.update(sent, state.received_state)
     if c.diagnostics:
       tangent = jnp.zeros_like(received).at[h:].set(1.0)
-      out, d_out = jax.jvp(aggregate, (received,), (tangent,))
+      out, d_out = jax.jvp(defence, (received,), (tangent,))
       influence = vector_sum(d_out) / self.dim if f else jnp.zeros(())
     else:
-      out, influence = aggregate(received), jnp.asarray(jnp.nan)
+      out, influence = defence(received), jnp.asarray(jnp.nan)
     honest_mean = row_mean(received, h)
     error_sq = sum_of_squares(out - honest_mean)
     spread = vector_sum(row_sq_deviations(received, honest_mean, h)) / h
     kappa_hat = jnp.where(spread > 0, jnp.sqrt(error_sq / spread), jnp.nan)
     updates, opt_state = self.server.update(out, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    eta = getattr(attack_state, "eta", jnp.asarray(jnp.nan))
+    reported = self.attack.metrics(attack_state) if f else {}
     metrics = RoundMetrics(
         loss=jnp.mean(losses), aggregate_error=jnp.sqrt(error_sq),
         kappa_hat=kappa_hat, byzantine_influence=influence,
         learning_rate=jnp.asarray(self.schedule(state.step), jnp.float32),
-        eta=jnp.asarray(eta, jnp.float32))
+        eta=jnp.asarray(reported.get("eta", jnp.nan), jnp.float32))
     new_state = TrainState(
         params=params, model_state=model_state, opt_state=opt_state,
         worker_state=worker_state, received_state=received_state,
         attack_state=attack_state, previous=out, key=key,
         step=state.step + 1)
     return new_state, metrics
-
-  def _byzantine_sources(self, state, images, labels, mask, keys, honest_grads):
-    """The f rows the Byzantine workers computed before attacking, (f, d).
-
-    Zeros unless the attack reads them. ``label_flip``: gradients on labels
-    C - 1 - l (with ``byzantine_data``, each on its own batch; without, the
-    mean of the honest workers' gradients on their flipped batches, the
-    authors' LabelFlipping vector); when the attack bypasses the momentum,
-    each flipped gradient gets the l2 term and the clipping of an honest
-    gradient first (the authors' code clips every flipped gradient, then
-    averages). ``gradient_reverse`` / ``norm_confusing``:
-    their honest gradients (without data of their own, worker j copies the
-    gradient of honest worker j mod (n - f), whose batch it uses).
-    """
-    c = self.config
-    h, f = c.honest, c.f
-    if not f:
-      return jnp.zeros((0, self.dim))
-    if not self.byzantine_rows_needed:
-      return jnp.zeros((f, self.dim), honest_grads.dtype)
-    flip = self.attack.flips_labels
-    raw = self._stateless.update if self.attack.bypasses_momentum else (
-        lambda g, st, p: (g, st))
-    if c.byzantine_data:
-      lab = labels[h:]
-      _, g, _ = self._grads(state.params, state.model_state, images[h:],
-                            attacks.flip_labels(lab, self.num_classes) if flip
-                            else lab, None if mask is None else mask[h:],
-                            keys[h:])
-      return raw(g, self._stateless.init(g), state.params)[0]
-    if not flip:
-      return honest_grads[jnp.arange(f) % h]
-    _, g, _ = self._grads(state.params, state.model_state, images[:h],
-                          attacks.flip_labels(labels[:h], self.num_classes),
-                          None if mask is None else mask[:h], keys[:h])
-    g, _ = raw(g, self._stateless.init(g), state.params)
-    return jnp.broadcast_to(row_mean(g, h), (f, self.dim))
 
   def evaluate(self, params: Array, model_state: PyTree, data: Data) -> Array:
     """Test accuracy of the flat params (inference mode), a scalar in [0, 1]."""
@@ -489,15 +514,18 @@ class Experiment:
     return state, metrics, self.evaluate(state.params, state.model_state, data)
 
   # --- running -----------------------------------------------------------------
-  def run(self, *, progress: Optional[Callable[[int], None]] = None,
+  def run(self, *, seeds: Optional[Sequence[int]] = None,
+          progress: Optional[Callable[[int], None]] = None,
           on_result: Optional[Callable[[RunResult], None]] = None
          ) -> List[RunResult]:
-    """Trains every seed; returns one ``RunResult`` per seed, in seed order.
+    """Trains seeds of the config; returns one ``RunResult`` each, in order.
 
     Every chunk length is compiled once, ahead of time, and shared by the
     seeds (their data splits are padded to one shape).
 
     Args:
+      seeds: the seeds to train, a subset of ``config.seeds`` (default: all).
+        A seed's numbers do not depend on which others are trained.
       progress: called with the number of rounds just completed (summed over
         seeds), e.g. a tqdm bar's ``update``.
       on_result: called with each ``RunResult`` as soon as its seed is done
@@ -508,6 +536,12 @@ class Experiment:
       The results.
     """
     c = self.config
+    seeds = list(c.seeds if seeds is None else seeds)
+    missing = [s for s in seeds if s not in c.seeds]
+    if missing:
+      raise ValueError(f"seeds {missing} are not seeds of the config "
+                       f"{list(c.seeds)}")
+    index = [c.seeds.index(s) for s in seeds]
     lengths = _chunk_lengths(c.steps, c.eval_every)
     evaluate = lambda s, d: self.evaluate(s.params, s.model_state, d)
     if self.execution.seed_batching == "vmap":
@@ -517,16 +551,19 @@ class Experiment:
       chunk = lambda s, d, k: jax.vmap(functools.partial(self.chunk, num_rounds=k),
                                        in_axes=(0, axes))(s, d)
       evaluate = jax.vmap(evaluate, in_axes=(0, axes))
-      runs = [(_stack([self.init(s) for s in c.seeds]), self.data())]
+      workers = dataclasses.replace(self.workers,
+                                    index=self.workers.index[np.asarray(index)],
+                                    counts=self.workers.counts[np.asarray(index)])
+      runs = [(_stack([self.init(s) for s in seeds]),
+               Data(workers=workers, test_x=self.test_x, test_y=self.test_y))]
     else:
       chunk = lambda s, d, k: self.chunk(s, d, k)
-      runs = [(self.init(s), self.data(i)) for i, s in enumerate(c.seeds)]
+      runs = [(self.init(s), self.data(i)) for s, i in zip(seeds, index)]
     start = time.perf_counter()
     compiled = {k: jax.jit(functools.partial(chunk, k=k)).lower(*runs[0]).compile()
                 for k in sorted(set(lengths))}
     compiled_eval = jax.jit(evaluate).lower(*runs[0]).compile()
     compile_s = time.perf_counter() - start
-    seeds = list(c.seeds)
     results = []
     for state, data in runs:
       start = time.perf_counter()

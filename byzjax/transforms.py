@@ -36,7 +36,7 @@ import optax
 from optax.experimental import aggregating as optax_aggregating
 
 from byzjax import aggregators
-from byzjax._rules import Rule
+from byzjax.rule import Rule
 from byzjax.tree import ravel_stacked
 from byzjax.types import Array, Key, PyTree
 

@@ -156,16 +156,24 @@ def test_mimic_fixed():
   np.testing.assert_array_equal(out[H:], np.broadcast_to(x[H - 1], (F, D)))
 
 
-def test_label_flip():
+def test_attacks_declare_what_they_need_from_the_round():
+  """The round fills the Byzantine rows with what each attack asks for: the
+  trainer knows no attack by name."""
   x = random_x(8)
   attack = A.make("label_flip", f=F)
-  assert attack.flips_labels
-  assert not any(A.make(n, f=F).flips_labels for n in A.names() if n != "label_flip")
+  assert (attack.inputs, attack.momentum) == ("flipped_gradients", False)
+  assert A.make("label_flip", f=F, momentum=True).momentum
+  for name in ("gradient_reverse", "norm_confusing"):
+    assert A.make(name, f=F).inputs == "gradients"
+  others = [n for n in A.names() if n not in ("label_flip", "gradient_reverse",
+                                              "norm_confusing")]
+  assert all(A.make(n, f=F).inputs == "none" for n in others)
+  assert all(a in A.INPUTS for a in (A.make(n, f=F).inputs for n in A.names()))
   out, _ = run("label_flip", x)
   np.testing.assert_array_equal(out, x)
-  labels = jnp.arange(10)
-  np.testing.assert_array_equal(A.flip_labels(labels, 10), 9 - np.arange(10))
-  np.testing.assert_array_equal(A.flip_labels(jnp.array([0, 2]), 3), [2, 0])
+  _, state = run("optimized_alie", x)
+  assert set(A.make("optimized_alie", f=F).metrics(state)) == {"eta"}
+  assert A.make("sign_flip", f=F).metrics(None) == {}
 
 
 @pytest.mark.parametrize("name,check", [("inf", np.isposinf), ("neg_inf", np.isneginf),
@@ -647,7 +655,6 @@ def test_registry():
     (lambda: A.make("mimic", f=1, warmup=0), "warmup must be an int >= 1, got warmup=0"),
     (lambda: A.make("mimic_fixed", f=1, index=-1), "index must be an int >= 0"),
     (lambda: A.make("gaussian", f=1, std=-1.0), "std must be >= 0, got std=-1.0"),
-    (lambda: A.flip_labels(jnp.arange(3), 0), "num_classes must be an int >= 1"),
 ])
 def test_bad_hyperparameters(call, match):
   with pytest.raises(ValueError, match=match):

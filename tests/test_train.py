@@ -11,6 +11,7 @@ import pytest
 
 import reference as ref
 from byzjax import data as data_lib
+from byzjax import workers
 from byzjax import train
 
 # Logistic regression on scikit-learn's 8x8 digits: its gradient has a closed
@@ -53,7 +54,7 @@ def logreg_loss_grad(theta_tree, images, labels, num_classes=10):
 def reference_rounds(exp, rounds, rule):
   """Runs ``rounds`` rounds the slow, plain way; returns (theta, metrics).
 
-  Only the minibatch draws come from byzjax (data.sample_batches with the
+  Only the minibatch draws come from byzjax (workers.sample_batches with the
   round's key), so both runs see the same samples.
   """
   c = exp.config
@@ -67,7 +68,7 @@ def reference_rounds(exp, rounds, rule):
   for t in range(rounds):
     key, k_batch, _, _ = jax.random.split(key, 4)
     k_sample, _ = jax.random.split(k_batch)
-    images, labels = data_lib.sample_batches(k_sample, data.workers,
+    images, labels = workers.sample_batches(k_sample, data.workers,
                                              batch_size=c.batch_size)
     tree = exp.unravel(jnp.asarray(theta, jnp.float32))
     losses, rows = [], []

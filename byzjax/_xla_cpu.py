@@ -1,0 +1,413 @@
+"""XLA:CPU kernels over the short worker axis of an (n, d) matrix.
+
+The forms below were chosen by measurement (``benchmarks/aggregators.py``,
+``benchmarks/results/``); each function states what it computes, and the
+measured reason for its form is in ``benchmarks/results/xla_cpu_notes.md``.
+
+* Coordinate-wise order statistics: a min/max sorting network over the n
+  rows (``sorted_rows``), each comparator two elementwise ops on (d,) rows,
+  fused by XLA into one pass over memory, instead of ``jnp.sort(x, axis=0)``.
+* Distances: the n x n squared distances in one fused pass over L1-sized
+  column blocks (``pairwise_sq_distances``); exact sums of squared
+  differences, no cancellation.
+* Sums over rows: ``tree_sum`` (a balanced tree of adds over a list of rows)
+  and ``row_sum`` (sequential adds over the leading rows of a matrix, optional
+  weights); full reductions of a (d,) vector as a small matvec
+  (``vector_sum``), which keeps a large fused producer one fusion.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import List, Optional, Sequence, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+# Above this many rows, pairwise reductions compile slowly; switch to XLA's dot.
+MAX_UNROLLED_PAIR_ROWS = 32
+# Above this many rows, sorting networks compile slowly; switch to XLA's sort
+# (still far faster up to here: see benchmarks/results/xla_cpu_notes.md).
+MAX_NETWORK_ROWS = 128
+
+
+def compute_dtype(dtype) -> jnp.dtype:
+  """The dtype rules compute in: float64 stays, everything else is float32."""
+  return jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
+
+
+# ----------------------------------------------------------------------------
+# Sorting networks.
+
+
+@functools.lru_cache(maxsize=None)
+def sorting_network(n: int) -> Tuple[Tuple[int, int], ...]:
+  """Comparators of Batcher's odd-even merge sort for n inputs.
+
+  The network for the next power of two is pruned of comparators that touch a
+  padding position (padding with +inf makes them no-ops).
+
+  Args:
+    n: number of inputs.
+
+  Returns:
+    A tuple of (i, j) pairs, i < j: after each, position i holds the min.
+  """
+  p = 1
+  while p < n:
+    p *= 2
+  comparators: List[Tuple[int, int]] = []
+
+  def merge(lo: int, hi: int, r: int) -> None:
+    step = r * 2
+    if step < hi - lo:
+      merge(lo, hi, step)
+      merge(lo + r, hi, step)
+      comparators.extend((i, i + r) for i in range(lo + r, hi - r, step))
+    else:
+      comparators.append((lo, lo + r))
+
+  def sort(lo: int, hi: int) -> None:
+    if hi - lo >= 1:
+      mid = lo + (hi - lo) // 2
+      sort(lo, mid)
+      sort(mid + 1, hi)
+      merge(lo, hi, 1)
+
+  sort(0, p - 1)
+  return tuple((i, j) for i, j in comparators if j < n)
+
+
+def sorted_rows(x: jax.Array) -> List[jax.Array]:
+  """The rows of ``x`` sorted per coordinate, as a list of n (d,) arrays.
+
+  NaN is mapped to +inf first, so a NaN coordinate counts as the largest value
+  (infinitely far) and never poisons a comparison. Unused outputs are removed by
+  XLA's dead-code elimination, so selecting a few order statistics costs less
+  than a full sort.
+
+  Two choices keep the network one fused loop on XLA:CPU: NaN is mapped row by
+  row, not on the whole (n, d) array (which XLA materializes first); and each
+  comparator is a compare and two selects, not ``minimum``/``maximum``, whose
+  NaN propagation costs extra instructions and splits larger networks into
+  separate fusions (measurements: ``benchmarks/results/xla_cpu_notes.md``).
+
+  Args:
+    x: (n, d) array in a compute dtype, or a list of n (d,) rows (which the
+      network then consumes without an (n, d) array in between).
+
+  Returns:
+    List of n arrays of shape (d,), ascending per coordinate.
+  """
+  rows = list(x) if isinstance(x, (list, tuple)) else [x[i] for i in range(x.shape[0])]
+  n = len(rows)
+  if n > MAX_NETWORK_ROWS:
+    s = jnp.sort(jnp.where(jnp.isnan(jnp.stack(rows)), jnp.inf, jnp.stack(rows)), axis=0)
+    return [s[i] for i in range(n)]
+  rows = [jnp.where(jnp.isnan(r), jnp.inf, r) for r in rows]
+  for i, j in sorting_network(n):
+    a, b = rows[i], rows[j]
+    swap = b < a  # no NaN left: a plain compare orders the pair
+    rows[i], rows[j] = jnp.where(swap, b, a), jnp.where(swap, a, b)
+  return rows
+
+
+def tree_sum(rows: Sequence[jax.Array]) -> jax.Array:
+  """Sum of a list of rows as a balanced tree of adds (accurate, fusable)."""
+  rows = list(rows)
+  while len(rows) > 1:
+    rows = [rows[i] + rows[i + 1] if i + 1 < len(rows) else rows[i]
+            for i in range(0, len(rows), 2)]
+  return rows[0]
+
+
+def median_of_sorted(s: Sequence[jax.Array]) -> jax.Array:
+  """Median from sorted rows (mean of the two middle rows for even count)."""
+  m = len(s)
+  if m % 2:
+    return s[m // 2]
+  return 0.5 * (s[m // 2 - 1] + s[m // 2])
+
+
+def mean_around_median(s: Sequence[jax.Array], keep: int) -> jax.Array:
+  """Per coordinate, the mean of the ``keep`` sorted values closest to the median.
+
+  The ``keep`` values closest to the median form a contiguous window of the
+  sorted values; of the ``m - keep + 1`` windows, the one whose farthest value
+  is closest to the median wins (the lowest window on ties).
+
+  Args:
+    s: m sorted rows (from ``sorted_rows``).
+    keep: how many values to average, 1 <= keep <= m.
+
+  Returns:
+    (d,) array.
+  """
+  m = len(s)
+  med = median_of_sorted(s)
+  best_cost = best_sum = None
+  for j in range(m - keep + 1):
+    cost = jnp.maximum(med - s[j], s[j + keep - 1] - med)
+    # Each window summed afresh: sliding sums lose every honest digit when a
+    # Byzantine value near 1e38 enters and leaves the window.
+    total = tree_sum(s[j:j + keep])
+    if best_cost is None:
+      best_cost, best_sum = cost, total
+    else:
+      better = cost < best_cost
+      best_cost = jnp.where(better, cost, best_cost)
+      best_sum = jnp.where(better, total, best_sum)
+  return best_sum / keep
+
+
+# ----------------------------------------------------------------------------
+# Rows in "distance space".
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _column_blocks(d: int) -> Tuple[int, int, int]:
+  """(K, V, pad): how ``_blocks`` cuts d columns into blocks of K x V.
+
+  V is the vector width (16 or 8 lanes dividing d); K is the divisor of d / V
+  in [4, 128] whose block K V is closest to 400 columns (17 rows x 400
+  columns fit the 32 KB L1 cache). Without such divisors, d is padded with
+  zero columns to a multiple of 400 (block sizes measured in
+  ``benchmarks/results/xla_cpu_notes.md``).
+  """
+  for lanes in (16, 8):
+    if d % lanes == 0:
+      ks = [k for k in range(4, 129) if (d // lanes) % k == 0]
+      if ks:
+        return min(ks, key=lambda k: abs(k * lanes - 400)), lanes, 0
+  return 25, 16, (-d) % 400
+
+
+def _blocks(x: jax.Array) -> List[jax.Array]:
+  """The columns of an (n, d) array as K arrays of shape (blocks, n, V).
+
+  Block b holds K x V consecutive columns; the k-th array holds its k-th run
+  of V. An elementwise function of the k-th arrays summed over k
+  (``_block_sums``) is one fused loop that visits the blocks in order, each
+  while it sits in the L1 cache, and that XLA:CPU splits over both cores.
+  Zero columns pad d when no block divides it (see ``_column_blocks``).
+  """
+  n, d = x.shape
+  num_k, lanes, pad = _column_blocks(d)
+  if pad:
+    x = jnp.pad(x, ((0, 0), (0, pad)))
+  y = x.reshape(n, -1, num_k, lanes)
+  return [y[:, :, k].transpose(1, 0, 2) for k in range(num_k)]
+
+
+def _block_sums(terms: Sequence[jax.Array], axis) -> jax.Array:
+  """Sum of the block-wise ``terms`` over k (a tree), then over ``axis``."""
+  part = tree_sum(terms)
+  # A select that XLA's YNNPACK fusion does not take (it keeps NaN): without
+  # it YNNPACK claims the elementwise work too and runs it much slower.
+  part = jnp.where(part < 0, 0.0, part)
+  return jnp.sum(part, axis=axis)
+
+
+def row_sq_distances(x: jax.Array, z: jax.Array | None = None) -> jax.Array:
+  """(n,) squared distances ||x_i - z||^2 (squared norms when z is None).
+
+  One fused pass over column blocks (``_blocks``), split over both cores
+  (faster than ``jnp.sum(x * x, axis=1)``). When the blocks need padding, the
+  plain reduction (one pass, no copy) is used.
+
+  Args:
+    x: (n, d) array in a compute dtype.
+    z: optional (d,) vector.
+
+  Returns:
+    (n,) array (NaN or inf where a row is not finite).
+  """
+  if _column_blocks(x.shape[1])[2]:
+    return jnp.sum(jnp.square(x if z is None else x - z), axis=1)
+  if z is None:
+    return _block_sums([jnp.square(b) for b in _blocks(x)], (0, 2))
+  pairs = zip(_blocks(x), _blocks(z[None].astype(x.dtype)))
+  return _block_sums([jnp.square(b - c) for b, c in pairs], (0, 2))
+
+
+def _pair_sq_distances(x: jax.Array) -> jax.Array:
+  """Exact squared distances of a few rows in one pass over the data.
+
+  For every pair of rows, the sum of squared differences over each block of
+  columns (``_blocks``) is computed while the block of all n rows sits in the
+  L1 cache; one reduction then adds the block sums. The pairs are enumerated
+  cyclically, (i, i + s mod n) for s = 1..n // 2, so each is computed once
+  (twice for s = n / 2) by a static gather, with no concatenation: faster
+  than separate reductions over pairs of rows (each re-reads two rows from
+  the L3 cache) or the dot ``x @ x.T``.
+
+  Args:
+    x: (n, d) array in the compute dtype.
+
+  Returns:
+    (n, n) symmetric array, zero diagonal; NaN or inf where a row is not finite.
+  """
+  n = x.shape[0]
+  shifts = n // 2
+  partner = (np.arange(n)[None, :] + np.arange(1, shifts + 1)[:, None]) % n
+  terms = [jnp.square(b[:, None] - b[:, partner]) for b in _blocks(x)]
+  sums = _block_sums(terms, (0, 3)).reshape(-1)  # (shifts, n) -> flat
+  rows, cols = np.tile(np.arange(n), shifts), partner.reshape(-1)
+  return jnp.zeros((n, n), x.dtype).at[rows, cols].set(sums).at[cols, rows].set(sums)
+
+
+def pairwise_sq_distances(x: jax.Array,
+                          sq_norms: jax.Array | None = None) -> jax.Array:
+  """(n, n) squared distances ||x_i - x_j||^2 in the compute dtype.
+
+  Up to ``MAX_UNROLLED_PAIR_ROWS`` rows, each distance is an exact sum of squared
+  differences (``_pair_sq_distances``), with no cancellation: rows far from
+  the origin keep exact distances (translation equivariance). Above, the Gram
+  matrix of the rows centred on a reference row is used: the finite row of
+  median norm. Its norm is at most the largest honest norm whatever up to n/2
+  Byzantine rows hold, so the cancellation in G_ii + G_jj - 2 G_ij between
+  honest rows is bounded by the honest rows alone (centring on a fixed row
+  would let a Byzantine row 0 at 1e15 erase every honest distance).
+
+  Args:
+    x: (n, d) array.
+    sq_norms: the (n,) squared row norms (+inf for non-finite rows), used to
+      pick the reference row when n is large; computed when not given.
+
+  Returns:
+    (n, n) symmetric array with a zero diagonal; entries are +inf or NaN where
+    a row is not finite.
+  """
+  n = x.shape[0]
+  xf = x.astype(compute_dtype(x.dtype))
+  if n <= MAX_UNROLLED_PAIR_ROWS:
+    return _pair_sq_distances(xf)
+  if sq_norms is None:
+    sq_norms = row_sq_distances(xf)
+  sq_norms = jnp.where(jnp.isfinite(sq_norms), sq_norms, jnp.inf)
+  ref = jnp.argsort(sq_norms)[(n - 1) // 2]
+  xc = xf - jax.lax.dynamic_index_in_dim(xf, ref, keepdims=True)
+  g = jnp.dot(xc, xc.T, precision=HIGHEST)
+  diag = jnp.diagonal(g)
+  return jnp.maximum(diag[:, None] + diag[None, :] - 2.0 * g, 0.0)
+
+
+def mask_bad(dist: jax.Array, bad: jax.Array) -> jax.Array:
+  """Distances with +inf to and from bad rows (and non-finite entries), 0 diagonal."""
+  far = bad[:, None] | bad[None, :] | ~jnp.isfinite(dist)
+  dist = jnp.where(far, jnp.inf, jnp.maximum(dist, 0.0))
+  return jnp.where(jnp.eye(dist.shape[0], dtype=bool), 0.0, dist)
+
+
+def finite_or_zero(v: jax.Array) -> jax.Array:
+  return jnp.where(jnp.isfinite(v), v, 0.0)
+
+
+def clean_rows(x: jax.Array, bad: jax.Array) -> jax.Array:
+  """``x`` with bad rows zeroed, skipping the pass when no row is bad."""
+  return jax.lax.cond(jnp.any(bad), lambda v: jnp.where(bad[:, None], 0, v),
+                      lambda v: v, x)
+
+
+def sort_scores(dist: jax.Array, k: int) -> jax.Array:
+  """Krum scores: per row, the sum of its k smallest distances to other rows."""
+  n = dist.shape[0]
+  off = jnp.where(jnp.eye(n, dtype=bool), jnp.inf, dist)
+  return jnp.sum(jnp.sort(off, axis=1)[:, :k], axis=1)
+
+# ----------------------------------------------------------------------------
+# Small helpers over (n,) / (n, n) arrays.
+
+
+def smallest_mask(values: jax.Array, k: int) -> jax.Array:
+  """Boolean mask of the k smallest entries of a vector (lowest index on ties)."""
+  n = values.shape[-1]
+  order = jnp.argsort(values, axis=-1, stable=True)
+  ranks = jnp.argsort(order, axis=-1, stable=True)
+  del n
+  return ranks < k
+
+
+def subsets(n: int, size: int) -> np.ndarray:
+  """All subsets of ``size`` of range(n) as a (C(n, size), size) index array."""
+  return np.array(list(itertools.combinations(range(n), size)), dtype=np.int32)
+
+
+# ----------------------------------------------------------------------------
+# Reductions over rows and over a vector.
+
+# Above this many rows, sums over rows are matvecs instead of unrolled adds.
+MAX_UNROLLED_ROWS = 64
+
+
+def row_sum(x: Array, h: int, weights: Optional[Array] = None) -> Array:
+  """sum_{i < h} w_i x_i for an (n, d) matrix x (w_i = 1 without weights).
+
+  Unrolled row adds: faster on XLA:CPU than a matvec ``w @ x[:h]`` (which
+  copies the slice), and much faster under ``jax.vmap`` (seeds), where the
+  matvec becomes a batched dot_general. Beyond ``MAX_UNROLLED_ROWS`` rows a
+  matvec keeps the program small.
+
+  Args:
+    x: (n, d) matrix.
+    h: number of leading rows to sum, h <= n.
+    weights: optional (>= h,) row weights.
+
+  Returns:
+    (d,) vector.
+  """
+  if h > MAX_UNROLLED_ROWS:
+    w = jnp.ones((h,), x.dtype) if weights is None else weights[:h].astype(x.dtype)
+    return jnp.dot(w, x[:h], precision=HIGHEST)
+  total = x[0] if weights is None else weights[0] * x[0]
+  for i in range(1, h):
+    total = total + (x[i] if weights is None else weights[i] * x[i])
+  return total
+
+
+def row_mean(x: Array, h: int) -> Array:
+  """Mean of the first h rows of an (n, d) matrix, as unrolled adds."""
+  return row_sum(x, h) * (1.0 / h)
+
+
+def row_sq_deviations(x: Array, center: Array, h: int) -> Array:
+  """sum_{i < h} (x_i - center)**2, coordinate-wise, for an (n, d) matrix x.
+
+  Two-pass (deviations from a given centre, not E[x^2] - c^2, which cancels
+  catastrophically), unrolled like ``row_sum``.
+
+  Args:
+    x: (n, d) matrix.
+    center: (d,) vector.
+    h: number of leading rows, h <= n.
+
+  Returns:
+    (d,) vector.
+  """
+  if h > MAX_UNROLLED_ROWS:
+    return jnp.dot(jnp.ones((h,), x.dtype), jnp.square(x[:h] - center),
+                   precision=HIGHEST)
+  total = jnp.square(x[0] - center)
+  for i in range(1, h):
+    total = total + jnp.square(x[i] - center)
+  return total
+
+
+def vector_sum(v: Array) -> Array:
+  """sum(v) of a (d,) vector, as a small matvec over a (d/8, 8) view.
+
+  Keeps a large fused producer of ``v`` one fusion (see the module docstring).
+  """
+  v = jnp.pad(v, (0, (-v.shape[0]) % 8))
+  return jnp.sum(jnp.dot(v.reshape(-1, 8), jnp.ones((8,), v.dtype),
+                         precision=HIGHEST))
+
+
+def sum_of_squares(v: Array) -> Array:
+  """sum(v**2) of a (d,) vector (``vector_sum`` of the squares)."""
+  return vector_sum(jnp.square(v))
