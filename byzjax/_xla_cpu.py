@@ -18,15 +18,38 @@ measured reason for its form is in ``benchmarks/results/xla_cpu_notes.md``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import itertools
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
+
+# Whether the arrays being traced are laid out over several devices (set by
+# the training round while it traces): the CPU cache layouts (column blocks)
+# and host callbacks then give way to the plain forms that XLA's SPMD
+# partitioner splits without gathering the data.
+_DISTRIBUTED = contextvars.ContextVar("byzjax_distributed", default=False)
+
+
+@contextlib.contextmanager
+def distributed_layout(active: bool = True) -> Iterator[None]:
+  """Within this context, kernels take their forms for sharded arrays."""
+  token = _DISTRIBUTED.set(bool(active) or _DISTRIBUTED.get())
+  try:
+    yield
+  finally:
+    _DISTRIBUTED.reset(token)
+
+
+def _cpu_forms() -> bool:
+  """True when the CPU-specific forms apply: a CPU backend, one device."""
+  return jax.default_backend() == "cpu" and not _DISTRIBUTED.get()
 
 # Above this many rows, pairwise reductions compile slowly; switch to XLA's dot.
 MAX_UNROLLED_PAIR_ROWS = 32
@@ -103,17 +126,119 @@ def sorted_rows(x: jax.Array) -> List[jax.Array]:
   Returns:
     List of n arrays of shape (d,), ascending per coordinate.
   """
-  rows = list(x) if isinstance(x, (list, tuple)) else [x[i] for i in range(x.shape[0])]
-  n = len(rows)
+  listed = isinstance(x, (list, tuple))
+  n = len(x) if listed else x.shape[0]
   if n > MAX_NETWORK_ROWS:
-    s = jnp.sort(jnp.where(jnp.isnan(jnp.stack(rows)), jnp.inf, jnp.stack(rows)), axis=0)
+    stacked = jnp.stack(x) if listed else x
+    stacked = jnp.where(jnp.isnan(stacked), jnp.inf, stacked)
+    s = host_sort(stacked) if _cpu_forms() else jnp.sort(
+        stacked, axis=0)
     return [s[i] for i in range(n)]
+  rows = list(x) if listed else [x[i] for i in range(n)]
   rows = [jnp.where(jnp.isnan(r), jnp.inf, r) for r in rows]
   for i, j in sorting_network(n):
     a, b = rows[i], rows[j]
     swap = b < a  # no NaN left: a plain compare orders the pair
     rows[i], rows[j] = jnp.where(swap, b, a), jnp.where(swap, a, b)
   return rows
+
+
+def _numpy_sort(x: np.ndarray) -> np.ndarray:
+  return np.sort(np.asarray(x), axis=0)
+
+
+def _numpy_argsort(x: np.ndarray) -> np.ndarray:
+  return np.argsort(np.asarray(x), axis=0, kind="stable").astype(np.int32)
+
+
+@jax.custom_jvp
+def host_sort(x: jax.Array) -> jax.Array:
+  """``jnp.sort(x, axis=0)`` of a NaN-free (n, d) array, by NumPy on the host.
+
+  XLA:CPU's sort over a long worker axis is far slower than NumPy's (the
+  cliff past the sorting networks, ``benchmarks/results/xla_cpu_notes.md``),
+  so on the CPU the rows are sorted by ``np.sort`` through a
+  ``jax.pure_callback`` (jittable, vmappable one call per batch element).
+  Differentiable: the tangent is permuted like the values (the permutation is
+  computed only when a derivative is asked for).
+  """
+  out = jax.ShapeDtypeStruct(x.shape, x.dtype)
+  return jax.pure_callback(_numpy_sort, out, x, vmap_method="sequential")
+
+
+@host_sort.defjvp
+def _host_sort_jvp(primals, tangents):
+  (x,), (dx,) = primals, tangents
+  order = jax.pure_callback(_numpy_argsort,
+                            jax.ShapeDtypeStruct(x.shape, jnp.int32), x,
+                            vmap_method="sequential")
+  return (jnp.take_along_axis(x, order, axis=0),
+          jnp.take_along_axis(dx, order, axis=0))
+
+
+def _numpy_partition(x: np.ndarray, kth: Tuple[int, ...]) -> np.ndarray:
+  out = np.array(x, copy=True)
+  out.partition(kth, axis=0)
+  return out
+
+
+def _numpy_argpartition(x: np.ndarray, kth: Tuple[int, ...]) -> np.ndarray:
+  return np.argpartition(np.asarray(x), kth, axis=0).astype(np.int32)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def host_partition(x: jax.Array, kth: Tuple[int, ...]) -> jax.Array:
+  """``np.partition(x, kth, axis=0)`` of a NaN-free (n, d) array, on the host.
+
+  Row k of the result holds, per coordinate, the k-th smallest value for
+  every k in ``kth``, smaller values above it and larger below; so the rows
+  between two ``kth`` positions hold exactly the values of those ranks (in
+  no particular order). Like ``host_sort``, a ``jax.pure_callback`` with a
+  permuting JVP.
+  """
+  out = jax.ShapeDtypeStruct(x.shape, x.dtype)
+  return jax.pure_callback(functools.partial(_numpy_partition, kth=kth), out,
+                           x, vmap_method="sequential")
+
+
+@host_partition.defjvp
+def _host_partition_jvp(kth, primals, tangents):
+  (x,), (dx,) = primals, tangents
+  order = jax.pure_callback(functools.partial(_numpy_argpartition, kth=kth),
+                            jax.ShapeDtypeStruct(x.shape, jnp.int32), x,
+                            vmap_method="sequential")
+  return (jnp.take_along_axis(x, order, axis=0),
+          jnp.take_along_axis(dx, order, axis=0))
+
+
+def partitioned_rows(x, kth: Sequence[int]) -> List[jax.Array]:
+  """The rows partitioned per coordinate around the ranks ``kth``.
+
+  Like ``sorted_rows`` (NaN counts as +inf), but only the ranks in ``kth``
+  are guaranteed in place, and the rows between two of them hold the values
+  of those ranks: what the median and the trimmed mean need. Up to
+  ``MAX_NETWORK_ROWS`` rows this is the sorting network (a full sort is a
+  partition); beyond, NumPy's partition on the CPU (``host_partition``) and
+  XLA's sort elsewhere.
+
+  Args:
+    x: (n, d) array in a compute dtype, or a list of n (d,) rows.
+    kth: ranks (0-based, ascending) to put in place.
+
+  Returns:
+    List of n arrays of shape (d,).
+  """
+  listed = isinstance(x, (list, tuple))
+  n = len(x) if listed else x.shape[0]
+  if n <= MAX_NETWORK_ROWS or not _cpu_forms():
+    return sorted_rows(x)
+  kth = tuple(sorted({int(k) for k in kth}))
+  if len(kth) > 1:  # NumPy partitions once per rank: a sort is cheaper
+    return sorted_rows(x)
+  stacked = jnp.stack(x) if listed else x
+  stacked = jnp.where(jnp.isnan(stacked), jnp.inf, stacked)
+  p = host_partition(stacked, kth)
+  return [p[i] for i in range(n)]
 
 
 def tree_sum(rows: Sequence[jax.Array]) -> jax.Array:
@@ -149,6 +274,8 @@ def mean_around_median(s: Sequence[jax.Array], keep: int) -> jax.Array:
   """
   m = len(s)
   med = median_of_sorted(s)
+  if m > MAX_NETWORK_ROWS:
+    return _mean_around_median_masked(s, keep, med)
   best_cost = best_sum = None
   for j in range(m - keep + 1):
     cost = jnp.maximum(med - s[j], s[j + keep - 1] - med)
@@ -162,6 +289,26 @@ def mean_around_median(s: Sequence[jax.Array], keep: int) -> jax.Array:
       best_cost = jnp.where(better, cost, best_cost)
       best_sum = jnp.where(better, total, best_sum)
   return best_sum / keep
+
+
+def _mean_around_median_masked(s: Sequence[jax.Array], keep: int,
+                               med: jax.Array) -> jax.Array:
+  """``mean_around_median`` in O(m) passes for many rows: the best window's
+  start first (its farthest value closest to the median, the lowest on
+  ties), then one masked sum of the rows in it (no sliding sums, which lose
+  the honest digits next to a value near 1e38)."""
+  m = len(s)
+  best_cost = best_start = None
+  for j in range(m - keep + 1):
+    cost = jnp.maximum(med - s[j], s[j + keep - 1] - med)
+    if best_cost is None:
+      best_cost, best_start = cost, jnp.zeros(cost.shape, jnp.int32)
+    else:
+      better = cost < best_cost
+      best_cost = jnp.where(better, cost, best_cost)
+      best_start = jnp.where(better, j, best_start)
+  inside = lambda i: (best_start <= i) & (i < best_start + keep)
+  return tree_sum([jnp.where(inside(i), s[i], 0.0) for i in range(m)]) / keep
 
 
 # ----------------------------------------------------------------------------
@@ -216,9 +363,9 @@ def _block_sums(terms: Sequence[jax.Array], axis) -> jax.Array:
 def row_sq_distances(x: jax.Array, z: jax.Array | None = None) -> jax.Array:
   """(n,) squared distances ||x_i - z||^2 (squared norms when z is None).
 
-  One fused pass over column blocks (``_blocks``), split over both cores
-  (faster than ``jnp.sum(x * x, axis=1)``). When the blocks need padding, the
-  plain reduction (one pass, no copy) is used.
+  On the CPU, one fused pass over column blocks (``_blocks``), split over
+  both cores (faster than ``jnp.sum(x * x, axis=1)``); when the blocks need
+  padding, and on accelerators, the plain reduction (one pass, no copy).
 
   Args:
     x: (n, d) array in a compute dtype.
@@ -227,7 +374,7 @@ def row_sq_distances(x: jax.Array, z: jax.Array | None = None) -> jax.Array:
   Returns:
     (n,) array (NaN or inf where a row is not finite).
   """
-  if _column_blocks(x.shape[1])[2]:
+  if _column_blocks(x.shape[1])[2] or not _cpu_forms():
     return jnp.sum(jnp.square(x if z is None else x - z), axis=1)
   if z is None:
     return _block_sums([jnp.square(b) for b in _blocks(x)], (0, 2))
@@ -267,8 +414,10 @@ def pairwise_sq_distances(x: jax.Array,
 
   Up to ``MAX_UNROLLED_PAIR_ROWS`` rows, each distance is an exact sum of squared
   differences (``_pair_sq_distances``), with no cancellation: rows far from
-  the origin keep exact distances (translation equivariance). Above, the Gram
-  matrix of the rows centred on a reference row is used: the finite row of
+  the origin keep exact distances (translation equivariance). Above, and on
+  accelerators (where the matrix unit makes a matmul cheap and the blocked
+  pass is a CPU cache layout), the Gram matrix of the rows centred on a
+  reference row is used: the finite row of
   median norm. Its norm is at most the largest honest norm whatever up to n/2
   Byzantine rows hold, so the cancellation in G_ii + G_jj - 2 G_ij between
   honest rows is bounded by the honest rows alone (centring on a fixed row
@@ -285,7 +434,7 @@ def pairwise_sq_distances(x: jax.Array,
   """
   n = x.shape[0]
   xf = x.astype(compute_dtype(x.dtype))
-  if n <= MAX_UNROLLED_PAIR_ROWS:
+  if n <= MAX_UNROLLED_PAIR_ROWS and _cpu_forms():
     return _pair_sq_distances(xf)
   if sq_norms is None:
     sq_norms = row_sq_distances(xf)

@@ -107,7 +107,9 @@ def median(rows: Rows, *, f: int) -> jax.Array:
     kappa = 4 (1 + f / (n - 2f))^2 (Allouah et al. 2023, Proposition 5).
   """
   del f
-  return K.median_of_sorted(rows.sorted()).astype(rows.dtype)
+  m = rows.num_rows
+  middle = (m // 2,) if m % 2 else (m // 2 - 1, m // 2)
+  return K.median_of_sorted(rows.partitioned(middle)).astype(rows.dtype)
 
 
 @rule.aggregator("trimmed_mean", display="CWTM", rows=True)
@@ -125,8 +127,8 @@ def trimmed_mean(rows: Rows, *, f: int) -> jax.Array:
     Yin et al., ICML 2018. (f, kappa)-robust with
     kappa = 6 f / (n - 2f) (1 + f / (n - 2f)) (Allouah et al. 2023, Prop. 2).
   """
-  s = rows.sorted()
-  n = len(s)
+  n = rows.num_rows
+  s = rows.partitioned(sorted({f, n - f - 1}))
   return (K.tree_sum(s[f:n - f]) / (n - 2 * f)).astype(rows.dtype)
 
 

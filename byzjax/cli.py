@@ -30,6 +30,7 @@ from byzjax import aggregators, experiments, preaggregators
 from byzjax import config as config_lib
 from byzjax import data as data_lib
 from byzjax import models
+from byzjax import sharding
 from byzjax.registry import did_you_mean
 
 
@@ -226,6 +227,16 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--seed-batching", choices=config_lib.SEED_BATCHING,
                  default="auto", help="seeds vectorized or one after another "
                  "(never changes the numbers)")
+  p.add_argument("--devices", type=int, metavar="K", help="use the first K "
+                 "devices (default: every device of every process)")
+  p.add_argument("--runs", type=int, metavar="R", help="size of the mesh's "
+                 "'runs' axis that seeds are split over (default: the largest "
+                 "divisor of the devices <= the seeds)")
+  p.add_argument("--distributed", action="store_true", help="join a "
+                 "multi-process job first (jax.distributed.initialize: one "
+                 "process per host; coordinator from the cluster's environment "
+                 "or $JAX_COORDINATOR_ADDRESS, $JAX_NUM_PROCESSES, "
+                 "$JAX_PROCESS_ID)")
 
 
 def _run_default(field: str) -> Any:
@@ -427,15 +438,36 @@ def _default_out(grid: experiments.Grid, exact: bool) -> str:
   return os.path.join("runs", f"{grid.name}-{experiments.fingerprint(grid)[:8]}")
 
 
+def initialize_distributed() -> None:
+  """``jax.distributed.initialize`` from the environment (``--distributed``).
+
+  On a TPU pod slice or under SLURM JAX finds the coordinator itself; else
+  $JAX_COORDINATOR_ADDRESS (host:port), $JAX_NUM_PROCESSES and
+  $JAX_PROCESS_ID say it. CPU processes talk over gloo.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  kwargs = {}
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    kwargs = dict(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                  num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                  process_id=int(os.environ["JAX_PROCESS_ID"]))
+  # Collectives between CPU devices (GPUs and TPUs use their own).
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**kwargs)
+
+
 def _execute(prog: str, grid: experiments.Grid, args: argparse.Namespace,
              out: str) -> int:
   """Runs a grid for the CLI: progress on stderr, tables on stdout."""
+  if args.distributed:
+    initialize_distributed()
   if not args.no_compile_cache:
     experiments.enable_compilation_cache()
   start = time.perf_counter()
   try:
-    execution = config_lib.Execution(per_worker=args.per_worker,
-                                     seed_batching=args.seed_batching)
+    execution = config_lib.Execution(
+        per_worker=args.per_worker, seed_batching=args.seed_batching,
+        devices=args.devices, runs=args.runs)
     results = experiments.run_grid(grid, out, overwrite=args.overwrite,
                                    progress=not args.no_progress,
                                    plots=not args.no_plots,
@@ -447,6 +479,8 @@ def _execute(prog: str, grid: experiments.Grid, args: argparse.Namespace,
           f"{out}; run the same command again to finish the rest",
           file=sys.stderr)
     return 130
+  if not sharding.is_leader():  # the leader prints and writes for the job
+    return 0
   print()
   print(experiments.format_markdown(
       results.tables(), title=f"{grid.name}: {experiments.summary(grid)}"))

@@ -260,28 +260,62 @@ def build_attack(config: RunConfig) -> attacks.Attack:
 
 @dataclasses.dataclass(frozen=True)
 class Execution:
-  """How a run is computed: never changes its numbers beyond float rounding.
+  """How a run is computed: never what (numbers agree up to float rounding).
 
   Attributes:
     per_worker: "loop" (one traced gradient call per worker; the faster form
       on XLA:CPU, see benchmarks/results), "vmap" (one vectorized call), or
-      "auto" (loop on CPU, vmap elsewhere).
-    seed_batching: "vmap" (the seeds of a call vectorized), "sequential", or
-      "auto" (sequential on CPU, vmap elsewhere).
+      "auto" (loop on a single CPU device, vmap otherwise).
+    seed_batching: "vmap" (the seeds of a call in one program), "sequential",
+      or "auto" (sequential on a single CPU device, vmap otherwise).
+    devices: how many devices to use: None (default) every device of every
+      process, k the first k of ``jax.devices()``.
+    runs: size of the mesh's "runs" axis, over which seeds are split (must
+      divide the devices; default: the largest divisor <= the seeds). The
+      rest of the devices form the "workers" axis (see ``byzjax.sharding``).
   """
 
   per_worker: str = "auto"
   seed_batching: str = "auto"
+  devices: Optional[int] = None
+  runs: Optional[int] = None
 
   def __post_init__(self):
     _choice("per_worker", self.per_worker, PER_WORKER)
     _choice("seed_batching", self.seed_batching, SEED_BATCHING)
+    if self.devices is not None:
+      checks.check_int("devices", self.devices, low=1)
+    if self.runs is not None:
+      checks.check_int("runs", self.runs, low=1)
 
-  def resolved(self, backend: str) -> "Execution":
-    """The strategies "auto" stands for on ``backend`` ("cpu", "gpu", ...)."""
-    cpu = backend == "cpu"
-    return Execution(
-        per_worker=self.per_worker if self.per_worker != "auto" else (
-            "loop" if cpu else "vmap"),
-        seed_batching=self.seed_batching if self.seed_batching != "auto" else (
-            "sequential" if cpu else "vmap"))
+  def device_list(self) -> list:
+    """The devices this execution uses."""
+    import jax  # pylint: disable=g-import-not-at-top
+    devices = jax.devices()
+    if self.devices is not None:
+      if self.devices > len(devices):
+        raise ValueError(f"devices={self.devices} but only {len(devices)} "
+                         f"device(s) are visible")
+      devices = devices[:self.devices]
+    return devices
+
+  def resolved(self, backend: str, *, sharded: bool = False,
+               runs: int = 1) -> "Execution":
+    """The strategies "auto" stands for.
+
+    Args:
+      backend: "cpu", "gpu", "tpu".
+      sharded: the run uses a mesh of several devices (workers are then
+        vectorized, so that the worker axis can be split).
+      runs: size of the mesh's "runs" axis (> 1: seeds are vectorized).
+    """
+    single_cpu = backend == "cpu" and not sharded
+    per_worker = self.per_worker if self.per_worker != "auto" else (
+        "loop" if single_cpu else "vmap")
+    seed_batching = self.seed_batching if self.seed_batching != "auto" else (
+        "sequential" if single_cpu else "vmap")
+    if runs > 1 and seed_batching != "vmap":
+      raise ValueError(f"seeds split over a runs axis of {runs} devices need "
+                       f"seed_batching='vmap', got {seed_batching!r}")
+    return dataclasses.replace(self, per_worker=per_worker,
+                               seed_batching=seed_batching)

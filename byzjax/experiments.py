@@ -35,12 +35,14 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from byzjax import data as data_lib
+from byzjax import sharding
 from byzjax import train as train_lib
 from byzjax.config import RunConfig
 # The public face for grid users (the configs in experiments/ and the README
@@ -173,18 +175,28 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
   """
   stream = sys.stderr if stream is None else stream
   runs = check(grid)
+  leader = sharding.is_leader()
   os.makedirs(out_dir, exist_ok=True)
-  with folder_lock(out_dir):
-    prepare_folder(grid, out_dir, runs, overwrite=overwrite)
-    done = {(r.id, s): res for r in runs for s in grid.seeds
-            if (res := load_result(out_dir, r, s)) is not None}
-    todo = [(r, [s for s in grid.seeds if (r.id, s) not in done]) for r in runs]
+  with (folder_lock(out_dir) if leader else contextlib.nullcontext()):
+    if leader:
+      prepare_folder(grid, out_dir, runs, overwrite=overwrite)
+    keys = [(r.id, s) for r in runs for s in grid.seeds]
+    done = {}
+    if leader:
+      done = {(r.id, s): res for r in runs for s in grid.seeds
+              if (res := load_result(out_dir, r, s)) is not None}
+    # Several processes (jax.distributed) train the same runs together: the
+    # leader's folder decides what is left.
+    saved = sharding.agree([k in done for k in keys])
+    saved = {k for k, is_saved in zip(keys, saved) if is_saved}
+    todo = [(r, [s for s in grid.seeds if (r.id, s) not in saved]) for r in runs]
     todo = [(r, seeds) for r, seeds in todo if seeds]
     total = sum(r.config.steps * len(seeds) for r, seeds in todo)
     n_all = len(runs) * len(grid.seeds)
+    progress = progress and leader
     if progress:
       print(f"grid {grid.name}: {len(runs)} runs x {len(grid.seeds)} seed(s) = "
-            f"{n_all}; {len(done)} saved, {n_all - len(done)} to train "
+            f"{n_all}; {len(saved)} saved, {n_all - len(saved)} to train "
             f"({total} rounds); results in {out_dir}", file=stream, flush=True)
     datasets = _DatasetCache()
     if todo:
@@ -199,9 +211,13 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
         # same shards as an uninterrupted one; trains the missing seeds only.
         exp = train_lib.Experiment(run.config, dataset=datasets.get(run.config),
                                    execution=execution)
+        if progress and i == 0 and exp.layout is not None:
+          print(f"grid {grid.name}: {exp.layout.describe()}", file=stream,
+                flush=True)
 
         def persist(result, run=run):
-          save_result(out_dir, run, result)
+          if leader:
+            save_result(out_dir, run, result)
           done[(run.id, result.seed)] = result
           if on_result is not None:
             on_result(record_of(run, result))
@@ -212,9 +228,10 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
     finally:
       if bar is not None:
         bar.close()
-    records = [record_of(r, done[(r.id, s)]) for r in runs for s in grid.seeds]
+    records = [record_of(r, done[(r.id, s)]) for r in runs for s in grid.seeds
+               if (r.id, s) in done]
     results = GridResults(grid, runs, records, out_dir)
-    if write:
+    if write and leader:
       write_outputs(results, out_dir, plots=plots)
   return results
 

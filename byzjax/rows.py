@@ -26,7 +26,8 @@ import jax.numpy as jnp
 
 from byzjax._xla_cpu import (HIGHEST, MAX_UNROLLED_PAIR_ROWS, clean_rows,
                              compute_dtype, finite_or_zero, mask_bad, pairwise_sq_distances,
-                             row_sq_distances, sorted_rows, tree_sum)
+                             partitioned_rows, row_sq_distances, sorted_rows,
+                             tree_sum)
 
 
 class Mix(NamedTuple):
@@ -178,6 +179,18 @@ class Rows:
     if self.mix is None:  # sort in the input dtype (exact), compute in cdtype
       return [r.astype(self.cdtype) for r in sorted_rows(self.x)]
     return sorted_rows(self.row_list())
+
+  def partitioned(self, kth) -> List[jax.Array]:
+    """The rows partitioned per coordinate around the ranks ``kth``.
+
+    m (d,) arrays in the compute dtype: row k holds the k-th smallest value of
+    each coordinate for every k in ``kth`` (NaN counts as +inf), and the rows
+    between two such ranks hold the values of those ranks. Cheaper than
+    ``sorted`` for many rows; the same as ``sorted`` for few.
+    """
+    if self.mix is None:
+      return [r.astype(self.cdtype) for r in partitioned_rows(self.x, kth)]
+    return partitioned_rows(self.row_list(), kth)
 
   # --- data ----------------------------------------------------------------------
   @property

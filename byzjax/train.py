@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -58,10 +59,12 @@ from byzjax import aggregators
 from byzjax import data as data_lib
 from byzjax import models
 from byzjax import transforms
+from byzjax import sharding
 from byzjax import workers as workers_lib
 from byzjax.config import (ALGORITHMS, SCHEDULES, Execution, RunConfig,
                            build_attack, build_rule, validate)
-from byzjax._xla_cpu import row_mean, row_sq_deviations, sum_of_squares, vector_sum
+from byzjax._xla_cpu import (distributed_layout, row_mean, row_sq_deviations,
+                             sum_of_squares, vector_sum)
 from byzjax.types import Array, Key, PyTree
 
 
@@ -229,6 +232,23 @@ class Batch(NamedTuple):
   mask: Optional[Array]
 
 
+class Programs(NamedTuple):
+  """The jitted programs of a run (``Experiment.programs``) and their inputs.
+
+  Attributes:
+    inputs: (state, data) pairs: one for vectorized seeds, one per seed else.
+    chunk: ``chunk(k)`` -> a jitted ``(state, data) -> (state, metrics,
+      accuracy)`` running k rounds then a test evaluation.
+    evaluate: a jitted ``(state, data) -> accuracy``.
+    batched: the seeds are vectorized (outputs have a leading seed axis).
+  """
+
+  inputs: List[Tuple["TrainState", "Data"]]
+  chunk: Callable[[int], Callable[..., Any]]
+  evaluate: Callable[..., Any]
+  batched: bool
+
+
 # ---------------------------------------------------------------------------
 # The experiment: data, model, defence and attack, and the jitted round.
 
@@ -298,7 +318,13 @@ class Experiment:
                execution: Optional[Execution] = None):
     self.rule, self.attack = validate(config)
     self.config = c = config
-    self.execution = (execution or Execution()).resolved(jax.default_backend())
+    execution = execution or Execution()
+    self.layout = sharding.make_layout(execution.device_list(),
+                                       runs=execution.runs,
+                                       num_seeds=len(c.seeds))
+    self.execution = execution.resolved(
+        jax.default_backend(), sharded=self.layout is not None,
+        runs=self.layout.runs if self.layout is not None else 1)
     ds = dataset if dataset is not None else data_lib.load(
         c.dataset, data_dir=c.data_dir, seed=c.data_seed,
         test_fraction=c.test_fraction)
@@ -440,19 +466,29 @@ class Experiment:
   def round(self, state: TrainState, data: Data
            ) -> Tuple[TrainState, RoundMetrics]:
     """One robust round (pure; jit it, or scan it)."""
+    with distributed_layout(self.layout is not None):
+      return self._round(state, data)
+
+  def _round(self, state: TrainState, data: Data
+            ) -> Tuple[TrainState, RoundMetrics]:
     c = self.config
     h, f = c.honest, c.f
     key, k_batch, k_drop, k_rule = jax.random.split(state.key, 4)
     batch = self.sample(k_batch, data.workers)
     holders = batch.images.shape[0]
     drop_keys = jax.random.split(k_drop, holders)
-    honest = Batch(batch.images[:h], batch.labels[:h],
-                   None if batch.mask is None else batch.mask[:h])
+    layout = self.layout
+    workers_axis = lambda a: None if a is None else sharding.constrain(
+        a, layout, sharding.WORKERS)
+    honest = Batch(workers_axis(batch.images[:h]), workers_axis(batch.labels[:h]),
+                   workers_axis(None if batch.mask is None else batch.mask[:h]))
     losses, grads, model_states = self.worker_gradients(
         state.params, state.model_state, honest, drop_keys[:h])
     model_state = jax.tree.map(lambda s: jnp.mean(s, axis=0), model_states)
     own = self.byzantine_inputs(state, batch, drop_keys, grads)
     rows = jnp.concatenate([grads, own], axis=0) if f else grads
+    # Coordinate-sharded from here on: all n rows of a slice of coordinates.
+    rows = sharding.constrain(rows, layout, None, sharding.WORKERS)
     sent, worker_state = self.pipeline.update(rows, state.worker_state,
                                               state.params)
     if f and not self.attack.momentum:  # the attack's inputs are sent as computed
@@ -507,6 +543,43 @@ class Experiment:
     hits = jax.lax.map(correct, (x, y))
     return jnp.sum(hits) / m
 
+  def _state_shardings(self, state: TrainState) -> PyTree:
+    """Shardings of a seed-stacked state: seeds over "runs"; the
+    stacked per-worker (n, d) states (momentums, averaging) coordinate-sharded
+    over "workers", like the rows they update (a 1/D share per device)."""
+    # Stored arrays must split evenly (jax refuses uneven shards): a d that
+    # the "workers" axis does not divide keeps these states whole per device
+    # (the computation is still laid out coordinate-sharded inside XLA).
+    layout = self.layout
+    runs = layout.sharding(sharding.RUNS)
+    per_worker = layout.sharding(sharding.RUNS, None, sharding.WORKERS) if (
+        self.dim % layout.workers == 0) else runs
+    specs = jax.tree.map(lambda _: runs, state)
+    stacked = lambda tree: jax.tree.map(
+        lambda a: per_worker if a.ndim == 3 else runs, tree)
+    return specs._replace(worker_state=stacked(state.worker_state),
+                          received_state=stacked(state.received_state))
+
+  def _place(self, state: TrainState, data: Data) -> Tuple[TrainState, Data]:
+    """Seed-stacked state and data as global arrays on the layout's mesh:
+    the seed axis split over "runs", the shared arrays replicated."""
+    layout = self.layout
+
+    def place(leaf, where):
+      if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        raw = sharding.global_array(jax.random.key_data(leaf), where)
+        return jax.random.wrap_key_data(raw, impl=jax.random.key_impl(leaf))
+      return sharding.global_array(leaf, where)
+
+    state = jax.tree.map(place, state, self._state_shardings(state))
+    w = data.workers
+    whole, runs = layout.sharding(), layout.sharding(sharding.RUNS)
+    workers = dataclasses.replace(
+        w, x=place(w.x, whole), y=place(w.y, whole),
+        index=place(w.index, runs), counts=place(w.counts, runs))
+    return state, Data(workers=workers, test_x=place(data.test_x, whole),
+                       test_y=place(data.test_y, whole))
+
   def chunk(self, state: TrainState, data: Data, num_rounds: int):
     """``num_rounds`` rounds under ``lax.scan``, then a test evaluation."""
     state, metrics = jax.lax.scan(lambda s, _: self.round(s, data), state,
@@ -514,6 +587,66 @@ class Experiment:
     return state, metrics, self.evaluate(state.params, state.model_state, data)
 
   # --- running -----------------------------------------------------------------
+  def programs(self, seeds: Optional[Sequence[int]] = None) -> "Programs":
+    """The jitted programs ``run`` compiles, and their inputs.
+
+    Seeds are vectorized (``Execution.seed_batching`` "vmap": one input, the
+    states stacked on a leading seed axis, split over the mesh's "runs" axis
+    and padded to a whole number of seeds per shard) or run one after another
+    (one input per seed).
+
+    Args:
+      seeds: a subset of ``config.seeds`` (default: all).
+
+    Returns:
+      ``Programs``.
+    """
+    c = self.config
+    seeds = list(c.seeds if seeds is None else seeds)
+    missing = [s for s in seeds if s not in c.seeds]
+    if missing:
+      raise ValueError(f"seeds {missing} are not seeds of the config "
+                       f"{list(c.seeds)}")
+    index = [c.seeds.index(s) for s in seeds]
+    evaluate = lambda s, d: self.evaluate(s.params, s.model_state, d)
+    layout = self.layout
+    batched = self.execution.seed_batching == "vmap"
+    if batched:
+      axes = Data(workers=dataclasses.replace(self.workers, x=None, y=None,
+                                              index=0, counts=0),
+                  test_x=None, test_y=None)
+      spmd = sharding.RUNS if layout is not None else None
+      chunk = lambda s, d, k: jax.vmap(
+          functools.partial(self.chunk, num_rounds=k), in_axes=(0, axes),
+          spmd_axis_name=spmd)(s, d)
+      evaluate = jax.vmap(evaluate, in_axes=(0, axes), spmd_axis_name=spmd)
+      padded = list(index)
+      if layout is not None:  # a whole number of seeds per "runs" shard
+        padded += [index[-1]] * (-len(index) % layout.runs)
+      rows = np.asarray(padded)
+      workers = dataclasses.replace(self.workers,
+                                    index=self.workers.index[rows],
+                                    counts=self.workers.counts[rows])
+      state = _stack([self.init(c.seeds[i]) for i in padded])
+      data = Data(workers=workers, test_x=self.test_x, test_y=self.test_y)
+      if layout is not None:
+        state, data = self._place(state, data)
+      inputs = [(state, data)]
+    else:
+      chunk = lambda s, d, k: self.chunk(s, d, k)
+      inputs = [(self.init(s), self.data(i)) for s, i in zip(seeds, index)]
+    if layout is not None:
+      state_out = self._state_shardings(inputs[0][0])
+      replicated = layout.sharding()
+      jit_chunk = lambda fn: jax.jit(fn, out_shardings=(state_out, replicated,
+                                                        replicated))
+      jit_eval = jax.jit(evaluate, out_shardings=replicated)
+    else:
+      jit_chunk, jit_eval = jax.jit, jax.jit(evaluate)
+    return Programs(inputs=inputs,
+                    chunk=lambda k: jit_chunk(functools.partial(chunk, k=k)),
+                    evaluate=jit_eval, batched=batched)
+
   def run(self, *, seeds: Optional[Sequence[int]] = None,
           progress: Optional[Callable[[int], None]] = None,
           on_result: Optional[Callable[[RunResult], None]] = None
@@ -537,32 +670,13 @@ class Experiment:
     """
     c = self.config
     seeds = list(c.seeds if seeds is None else seeds)
-    missing = [s for s in seeds if s not in c.seeds]
-    if missing:
-      raise ValueError(f"seeds {missing} are not seeds of the config "
-                       f"{list(c.seeds)}")
-    index = [c.seeds.index(s) for s in seeds]
+    programs = self.programs(seeds)
+    runs = programs.inputs
     lengths = _chunk_lengths(c.steps, c.eval_every)
-    evaluate = lambda s, d: self.evaluate(s.params, s.model_state, d)
-    if self.execution.seed_batching == "vmap":
-      axes = Data(workers=dataclasses.replace(self.workers, x=None, y=None,
-                                              index=0, counts=0),
-                  test_x=None, test_y=None)
-      chunk = lambda s, d, k: jax.vmap(functools.partial(self.chunk, num_rounds=k),
-                                       in_axes=(0, axes))(s, d)
-      evaluate = jax.vmap(evaluate, in_axes=(0, axes))
-      workers = dataclasses.replace(self.workers,
-                                    index=self.workers.index[np.asarray(index)],
-                                    counts=self.workers.counts[np.asarray(index)])
-      runs = [(_stack([self.init(s) for s in seeds]),
-               Data(workers=workers, test_x=self.test_x, test_y=self.test_y))]
-    else:
-      chunk = lambda s, d, k: self.chunk(s, d, k)
-      runs = [(self.init(s), self.data(i)) for s, i in zip(seeds, index)]
     start = time.perf_counter()
-    compiled = {k: jax.jit(functools.partial(chunk, k=k)).lower(*runs[0]).compile()
+    compiled = {k: programs.chunk(k).lower(*runs[0]).compile()
                 for k in sorted(set(lengths))}
-    compiled_eval = jax.jit(evaluate).lower(*runs[0]).compile()
+    compiled_eval = programs.evaluate.lower(*runs[0]).compile()
     compile_s = time.perf_counter() - start
     results = []
     for state, data in runs:
@@ -576,11 +690,11 @@ class Experiment:
         if progress is not None:
           jax.block_until_ready(acc)
           progress(k * len(seeds) if len(runs) == 1 else k)
-      accuracies = np.stack([np.asarray(a) for a in accuracies])
+      accuracies = np.stack([sharding.to_host(a) for a in accuracies])
       metrics = jax.tree.map(lambda *xs: np.concatenate(
-          [np.asarray(x) for x in xs], axis=-1), *metrics)
+          [sharding.to_host(x) for x in xs], axis=-1), *metrics)
       seconds = time.perf_counter() - start
-      if self.execution.seed_batching == "vmap":  # accuracies (E, S), metrics (S, T)
+      if programs.batched:  # accuracies (E, S), metrics (S, T)
         split = [(accuracies[:, i], jax.tree.map(lambda a, i=i: a[i], metrics))
                  for i in range(len(seeds))]
         seconds /= len(seeds)
@@ -629,5 +743,7 @@ def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
   References:
     Allouah et al., "Fixing by Mixing", AISTATS 2023, Algorithm 3.
   """
-  return Experiment(config, dataset=dataset, execution=execution).run(
-      progress=progress, on_result=on_result)
+  exp = Experiment(config, dataset=dataset, execution=execution)
+  if exp.layout is not None and sharding.is_leader():
+    print(f"byzjax: {exp.layout.describe()}", file=sys.stderr)
+  return exp.run(progress=progress, on_result=on_result)
