@@ -211,7 +211,8 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--out", metavar="DIR", help="output folder (a rerun of the "
                  "same command into it resumes; default: under runs/)")
   p.add_argument("--overwrite", action="store_true", help="if --out holds "
-                 "results of a different grid, delete them and start over")
+                 "results of a different experiment, delete them and start "
+                 "over (a grid that only adds runs or seeds never needs it)")
   p.add_argument("--set", action="append", metavar="KEY=VALUE", help="set any "
                  "RunConfig field (VALUE parsed as JSON), e.g. --set "
                  "declared_f=5; repeatable")
@@ -227,6 +228,14 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
   p.add_argument("--seed-batching", choices=config_lib.SEED_BATCHING,
                  default="auto", help="seeds vectorized or one after another "
                  "(never changes the numbers)")
+  p.add_argument("--shard", metavar="I/N", help="train only this process's "
+                 "share of the grid: the (run, seed) pairs whose position is I "
+                 "modulo N (N processes fill one --out folder together; every "
+                 "pair is also claimed, so none is trained twice)")
+  p.add_argument("--checkpoint-every", type=float, default=300.0,
+                 metavar="SECONDS", help="save a run in progress this often "
+                 "(Orbax; a killed run resumes from it with the same numbers; "
+                 "0: never; default 300)")
   p.add_argument("--devices", type=int, metavar="K", help="use the first K "
                  "devices (default: every device of every process)")
   p.add_argument("--runs", type=int, metavar="R", help="size of the mesh's "
@@ -468,10 +477,12 @@ def _execute(prog: str, grid: experiments.Grid, args: argparse.Namespace,
     execution = config_lib.Execution(
         per_worker=args.per_worker, seed_batching=args.seed_batching,
         devices=args.devices, runs=args.runs)
+    shard = experiments.shard_of(args.shard) if args.shard else None
     results = experiments.run_grid(grid, out, overwrite=args.overwrite,
                                    progress=not args.no_progress,
                                    plots=not args.no_plots,
-                                   execution=execution)
+                                   execution=execution, shard=shard,
+                                   checkpoint_seconds=args.checkpoint_every)
   except KeyboardInterrupt:
     saved = sum(len(files) for _, _, files in
                 os.walk(os.path.join(out, experiments.RESULTS_DIR)))

@@ -4,11 +4,13 @@ A ``Grid`` is a base ``RunConfig``, axes to vary (aggregator, attack, alpha,
 f, ...) and seeds. ``run_grid`` trains every point of the grid, one
 ``train.Experiment`` per point with all the grid's seeds (they share one
 compilation), and saves each seed's ``RunResult`` the moment it is done, as
-one JSON file written atomically (temporary file, then ``os.replace``). A
-crash or Ctrl-C loses at most the seed in flight; running the same grid into
-the same folder again skips what is saved and finishes the rest with the same
-numbers as an uninterrupted run. The folder remembers the grid (``grid.json``,
-with a fingerprint of every expanded run configuration): a different grid is
+one JSON file written atomically (temporary file, then ``os.replace``), keyed
+by the run's own settings. A crash or Ctrl-C loses at most the last minutes
+of the run in flight (Orbax checkpoints inside a run); running the same grid
+into the same folder again skips what is saved and finishes the rest with
+the same numbers as an uninterrupted run, and a grid that adds rules,
+attacks or seeds trains only what is new. Many processes can fill one folder
+(per-run claims, ``shard=``). A folder holding none of the grid's runs is
 refused with a message, never mixed in.
 
 At the end the folder holds:
@@ -26,6 +28,8 @@ At the end the folder holds:
                      case over attacks and, where the grid names a paper
                      table, the published numbers beside ours
   plots/*.png        see ``byzjax.plots``
+  claims/, checkpoints/   runs in progress (which process trains them, and
+                     their last Orbax checkpoint); empty once all are done
 
 References:
   Allouah, Farhadkhani, Guerraoui, Gupta, Pinot, Stephan. "Fixing by Mixing: A
@@ -35,11 +39,10 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from byzjax import data as data_lib
 from byzjax import sharding
@@ -58,10 +61,11 @@ from byzjax.results import (GridResults, Record, Stat, Table, csv_text,  # noqa:
                             record_of, round_rows, summarize, table_rows,
                             write_csv)
 from byzjax.store import (GRID_FILE, OUTPUT_FILES, RESULTS_DIR,  # noqa: F401
-                          FolderBusyError, GridMismatchError, atomic_open,
-                          atomic_write, folder_lock, load_result,
-                          prepare_folder, result_path, save_result)
-from byzjax.grid import plain, short
+                          FolderBusyError, GridMismatchError, OrbaxCheckpoints,
+                          atomic_open, atomic_write, claim, folder_lock,
+                          heartbeat, load_result, prepare_folder, release,
+                          result_path, runs_from_results, save_result)
+from byzjax.grid import hashable, plain, short
 
 
 def enable_compilation_cache(path: Optional[str] = None) -> str:
@@ -139,101 +143,169 @@ def preflight(runs: Sequence[Run], datasets: Optional[_DatasetCache] = None
       raise GridError(f"{err} [run {where or run.label}]") from None
 
 
+def shard_of(text: str) -> Tuple[int, int]:
+  """``"I/N"`` -> (I, N), 0 <= I < N (a ``--shard``)."""
+  try:
+    index, count = (int(v) for v in str(text).split("/"))
+  except ValueError:
+    raise GridError(f"shard must be I/N with integers 0 <= I < N, got "
+                    f"{text!r}") from None
+  if not 0 <= index < count:
+    raise GridError(f"shard must be I/N with 0 <= I < N, got {text!r}")
+  return index, count
+
+
 def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
              progress: bool = True, on_result: Optional[Callable[[Record], None]] = None,
              write: bool = True, plots: bool = True,
              stream: Any = None,
-             execution: Optional[train_lib.Execution] = None) -> GridResults:
+             execution: Optional[train_lib.Execution] = None,
+             shard: Optional[Tuple[int, int]] = None,
+             checkpoint_seconds: Optional[float] = 300.0) -> GridResults:
   """Trains every run of ``grid`` not yet saved in ``out_dir``; resumable.
 
   Each seed's result is saved the moment it is done; a rerun after a crash
   or Ctrl-C trains only what is missing, with the same numbers as an
-  uninterrupted run.
+  uninterrupted run, and a run killed mid-way continues from its last
+  checkpoint. Many processes (one per GPU, SLURM array tasks, hosts on a
+  shared filesystem) can fill one folder together: each (run, seed) is
+  claimed by one process before it trains (``store.claim``), so none is
+  trained twice, and ``shard`` splits the grid deterministically between
+  them. A folder grows with its grid: adding rules, attacks or seeds trains
+  only what is new (``store.prepare_folder``).
 
   Args:
     grid: the grid.
     out_dir: the output folder (created if needed).
-    overwrite: if the folder holds a different grid's results, delete them
+    overwrite: if the folder holds another experiment's results, delete them
       (otherwise refuse with ``GridMismatchError``).
     progress: show a progress bar over the rounds of all runs to do, with an
       ETA (on ``stream``).
     on_result: called with each new ``Record`` after it is saved.
-    write: write the CSVs, JSON and tables at the end.
+    write: write the CSVs, JSON and tables at the end (from everything saved
+      in the folder, so the last process to finish writes them complete).
     plots: also write PNG plots.
     stream: where the progress bar and messages go (default stderr).
     execution: how to compute the runs (``train.Execution``); not part of
       the grid's fingerprint, so a grid resumes under any execution.
+    shard: (I, N): train only the (run, seed) pairs whose position in the
+      grid's order is I modulo N.
+    checkpoint_seconds: save a run in progress every this many seconds
+      (Orbax, under ``checkpoints/``; removed when the run is done); None or
+      0: no checkpoints inside a run.
 
   Returns:
-    The ``GridResults``.
+    The ``GridResults`` (what is saved so far).
 
   Raises:
     GridError: an invalid run (before anything is trained).
     GridMismatchError: see ``overwrite`` (a ``GridError``).
     data.DatasetNotFoundError: a dataset is not on disk.
-    FolderBusyError: another process is writing to ``out_dir``.
   """
   stream = sys.stderr if stream is None else stream
   runs = check(grid)
   leader = sharding.is_leader()
   os.makedirs(out_dir, exist_ok=True)
-  with (folder_lock(out_dir) if leader else contextlib.nullcontext()):
-    if leader:
-      prepare_folder(grid, out_dir, runs, overwrite=overwrite)
-    keys = [(r.id, s) for r in runs for s in grid.seeds]
-    done = {}
-    if leader:
-      done = {(r.id, s): res for r in runs for s in grid.seeds
-              if (res := load_result(out_dir, r, s)) is not None}
-    # Several processes (jax.distributed) train the same runs together: the
-    # leader's folder decides what is left.
-    saved = sharding.agree([k in done for k in keys])
-    saved = {k for k, is_saved in zip(keys, saved) if is_saved}
-    todo = [(r, [s for s in grid.seeds if (r.id, s) not in saved]) for r in runs]
-    todo = [(r, seeds) for r, seeds in todo if seeds]
-    total = sum(r.config.steps * len(seeds) for r, seeds in todo)
-    n_all = len(runs) * len(grid.seeds)
-    progress = progress and leader
-    if progress:
-      print(f"grid {grid.name}: {len(runs)} runs x {len(grid.seeds)} seed(s) = "
-            f"{n_all}; {len(saved)} saved, {n_all - len(saved)} to train "
-            f"({total} rounds); results in {out_dir}", file=stream, flush=True)
-    datasets = _DatasetCache()
-    if todo:
-      preflight([r for r, _ in todo], datasets)
-    bar = _progress_bar(total, grid.name, stream) if progress and todo else None
-    try:
-      for i, (run, seeds) in enumerate(todo):
-        if bar is not None:
-          bar.set_postfix_str(f"run {i + 1}/{len(todo)}: {_run_text(run)}",
-                              refresh=True)
-        # Built with every seed of the grid, so that a resumed grid checks the
-        # same shards as an uninterrupted one; trains the missing seeds only.
+  if leader:
+    with folder_lock(out_dir):
+      report = prepare_folder(grid, out_dir, runs, overwrite=overwrite)
+    for line in report.messages():
+      print(f"grid {grid.name}: {line}", file=stream, flush=True)
+  keys = [(r, s) for r in runs for s in grid.seeds]
+  mine = [k for i, k in enumerate(keys)
+          if shard is None or i % shard[1] == shard[0]]
+  saved = set()
+  if leader:
+    saved = {(r.id, s) for r, s in mine
+             if load_result(out_dir, r, s) is not None}
+  # Several processes of one jax.distributed job train the same runs
+  # together: the leader's folder decides what is left.
+  flags = sharding.agree([(r.id, s) in saved for r, s in mine])
+  todo = [(r, s) for (r, s), is_saved in zip(mine, flags) if not is_saved]
+  total = sum(r.config.steps for r, _ in todo)
+  progress = progress and leader
+  if progress:
+    where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)})"
+    print(f"grid {grid.name}: {len(runs)} runs x {len(grid.seeds)} seed(s) = "
+          f"{len(keys)}{where}; {len(mine) - len(todo)} saved, {len(todo)} to "
+          f"train ({total} rounds); results in {out_dir}", file=stream,
+          flush=True)
+  by_run: Dict[str, List[int]] = {}
+  for r, s in todo:
+    by_run.setdefault(r.id, []).append(s)
+  todo_runs = [(r, by_run[r.id]) for r in runs if r.id in by_run]
+  datasets = _DatasetCache()
+  if todo_runs:
+    preflight([r for r, _ in todo_runs], datasets)
+  bar = _progress_bar(total, grid.name, stream) if progress and todo else None
+  announced = False
+  try:
+    for i, (run, seeds) in enumerate(todo_runs):
+      claims = {}
+      if jax_process_count() == 1:  # one job: claims keep processes apart
+        for s in seeds:
+          owned = claim(out_dir, run.id, s)
+          if owned is None:
+            continue
+          # Another process may have saved it since we looked, then released.
+          if load_result(out_dir, run, s) is not None:
+            release(owned)
+            continue
+          claims[s] = owned
+        if bar is not None and len(claims) < len(seeds):
+          bar.update(run.config.steps * (len(seeds) - len(claims)))
+        seeds = [s for s in seeds if s in claims]
+        if not seeds:
+          continue  # another process trains them
+      if bar is not None:
+        bar.set_postfix_str(f"run {i + 1}/{len(todo_runs)}: {_run_text(run)}",
+                            refresh=True)
+      try:
+        # Built with every seed of the grid, so that a resumed grid checks
+        # the same shards as an uninterrupted one; trains the missing seeds.
         exp = train_lib.Experiment(run.config, dataset=datasets.get(run.config),
                                    execution=execution)
-        if progress and i == 0 and exp.layout is not None:
+        if progress and not announced and exp.layout is not None:
           print(f"grid {grid.name}: {exp.layout.describe()}", file=stream,
                 flush=True)
+          announced = True
 
         def persist(result, run=run):
           if leader:
             save_result(out_dir, run, result)
-          done[(run.id, result.seed)] = result
+          release(claims.pop(result.seed, None))
           if on_result is not None:
             on_result(record_of(run, result))
 
-        exp.run(seeds=seeds, progress=bar.update if bar is not None else None,
-                on_result=persist)
+        def advance(rounds):
+          for owned in claims.values():
+            heartbeat(owned)
+          if bar is not None:
+            bar.update(rounds)
+
+        checkpoints = None
+        if checkpoint_seconds:
+          checkpoints = OrbaxCheckpoints(out_dir, run.id, checkpoint_seconds)
+        exp.run(seeds=seeds, progress=advance, on_result=persist,
+                checkpoints=checkpoints)
         del exp
-    finally:
-      if bar is not None:
-        bar.close()
-    records = [record_of(r, done[(r.id, s)]) for r in runs for s in grid.seeds
-               if (r.id, s) in done]
-    results = GridResults(grid, runs, records, out_dir)
-    if write and leader:
-      write_outputs(results, out_dir, plots=plots)
+      finally:
+        for owned in claims.values():
+          release(owned)
+  finally:
+    if bar is not None:
+      bar.close()
+  results = load_grid_results(out_dir, grid) if leader else GridResults(
+      grid, runs, [], out_dir)
+  if write and leader and results.records:
+    write_outputs(results, out_dir, plots=plots)
   return results
+
+
+def jax_process_count() -> int:
+  """How many processes share this job (``jax.distributed``)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_count()
 
 
 def load_grid_results(out_dir: str, grid: Optional[Grid] = None) -> GridResults:
@@ -241,8 +313,9 @@ def load_grid_results(out_dir: str, grid: Optional[Grid] = None) -> GridResults:
 
   Args:
     out_dir: a folder written by ``run_grid``.
-    grid: the grid (default: rebuilt from grid.json; ``adjust`` is then not
-      re-applied, the saved run configurations are used as they are).
+    grid: the grid (default: rebuilt from grid.json, or from the result files
+      when grid.json is lost; ``adjust`` is then not re-applied, the saved
+      run configurations are used as they are).
 
   Returns:
     ``GridResults`` with the records found.
@@ -251,22 +324,35 @@ def load_grid_results(out_dir: str, grid: Optional[Grid] = None) -> GridResults:
     GridError: ``out_dir`` holds no grid written by ``run_grid``.
   """
   path = os.path.join(out_dir, GRID_FILE)
+  saved = None
   try:
     with open(path, encoding="utf-8") as fh:
       saved = json.load(fh)
-  except (OSError, ValueError) as err:
-    raise GridError(f"{out_dir} is not a byzjax grid folder ({err})") from None
-  if not isinstance(saved, dict) or not {"fingerprint", "grid", "runs"} <= set(saved):
+  except (OSError, ValueError):
+    saved = None
+  if saved is not None and (not isinstance(saved, dict) or not {
+      "fingerprint", "grid", "runs"} <= set(saved)):
     raise GridError(f"{path} was not written by byzjax (no fingerprint, grid "
                     f"and runs): {out_dir} is not a byzjax grid folder")
-  if grid is None:
+  if grid is not None:
+    runs = expand(grid)
+  elif saved is not None:
     grid = Grid.from_dict({k: v for k, v in saved["grid"].items()
                            if k != "adjust"})
     runs = [Run(r["id"], r["kind"], r["label"], r["settings"],
                 tuple(r.get("overridden", ())), config_from_dict(r["config"]))
             for r in saved["runs"]]
   else:
-    runs = expand(grid)
+    runs = runs_from_results(out_dir)
+    if not runs:
+      raise GridError(f"{out_dir} is not a byzjax grid folder (no grid.json "
+                      f"and no result files)")
+    seeds = sorted({s for r in runs for s in r.config.seeds})
+    fields = sorted({k for r in runs for k in r.settings}) or ["aggregator"]
+    grid = Grid(os.path.basename(os.path.abspath(out_dir)) or "grid",
+                runs[0].config, axes={f: sorted({hashable(r.settings.get(f))
+                                                 for r in runs}, key=str)
+                                      for f in fields}, seeds=seeds)
   records = [record_of(r, res) for r in runs for s in grid.seeds
              if (res := load_result(out_dir, r, s)) is not None]
   return GridResults(grid, runs, records, out_dir)

@@ -376,6 +376,15 @@ def identity(config: RunConfig) -> Dict[str, Any]:
   return out
 
 
+def run_digest(config: RunConfig) -> str:
+  """The digest ending a run's id: its identity without the seeds, since
+  each seed's numbers depend on that seed alone (so a grid that adds seeds
+  keeps the ids, and the saved results, of the seeds it had)."""
+  key = identity(config)
+  key.pop("seeds", None)
+  return digest(key)
+
+
 class Run(NamedTuple):
   """One point of a grid (trained once per seed of the grid).
 
@@ -436,7 +445,7 @@ def expand(grid: Grid) -> List[Run]:
     config = _apply(grid, settings)
     label = display(grid.rows, getattr(config, grid.rows))
     slug = "_".join(short(v) for v in settings.values())
-    runs.append(Run(f"{_slug(slug)}-{digest(identity(config))}", "grid",
+    runs.append(Run(f"{_slug(slug)}-{run_digest(config)}", "grid",
                     label, settings, (), config))
   for b in grid.baselines:
     free = [n for n in grid.group_fields if n not in b.overrides]
@@ -453,7 +462,7 @@ def expand(grid: Grid) -> List[Run]:
       settings.update(b.overrides)
       config = _apply(grid, settings)
       slug = "_".join([b.label] + [short(settings[n]) for n in free])
-      runs.append(Run(f"baseline_{_slug(slug)}-{digest(identity(config))}",
+      runs.append(Run(f"baseline_{_slug(slug)}-{run_digest(config)}",
                       "baseline", b.label, settings, tuple(b.overrides), config))
   ids = [r.id for r in runs]
   if len(set(ids)) != len(ids):

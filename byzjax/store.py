@@ -15,16 +15,21 @@ import io
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple, Optional,
+                    Sequence, Tuple)
 
-from byzjax.grid import FORMAT_VERSION, Grid, GridError, Run, fingerprint, plain
+from byzjax.grid import (FORMAT_VERSION, Grid, GridError, Run,
+                         config_from_dict, fingerprint, plain, run_digest)
 from byzjax.train import RunResult
 
 GRID_FILE = "grid.json"
 RESULTS_DIR = "results"
+CLAIMS_DIR = "claims"
+CHECKPOINTS_DIR = "checkpoints"
 # Files a finished grid writes next to grid.json and results/.
 OUTPUT_FILES = ("evaluations.csv", "rounds.csv", "runs.json", "table.md",
                 "table.tex", "table.csv")
@@ -68,22 +73,29 @@ def atomic_write(path: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(out_dir: str) -> Iterator[None]:
+def folder_lock(out_dir: str, *, name: str = ".lock",
+                wait: bool = True) -> Iterator[None]:
+  """An exclusive lock on ``out_dir`` for a short critical section.
+
+  Processes sharing a folder take it in turn (``wait``) to check and update
+  grid.json or to take over a stale claim; training holds per-run claims,
+  not this lock. With ``wait=False`` a held lock raises ``FolderBusyError``.
+  """
   try:
     import fcntl  # pylint: disable=g-import-not-at-top
   except ImportError:  # pragma: no cover - not POSIX
     yield
     return
-  path = os.path.join(out_dir, ".lock")
+  path = os.path.join(out_dir, name)
   with open(path, "a+", encoding="utf-8") as fh:
     try:
-      fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except OSError:
       fh.seek(0)
       holder = fh.read().strip() or "?"
       raise FolderBusyError(
-          f"another byzjax process (pid {holder}) is writing to {out_dir}; "
-          f"wait for it or use another output folder") from None
+          f"another byzjax process (pid {holder}) holds {path}; wait for it or "
+          f"use another output folder") from None
     fh.seek(0)
     fh.truncate()
     fh.write(str(os.getpid()))
@@ -142,65 +154,201 @@ def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> List[str]:
   return out
 
 
+class FolderReport(NamedTuple):
+  """What ``prepare_folder`` found in an output folder.
+
+  Attributes:
+    reused: (run id, seed) of the saved results this grid reuses.
+    other: saved results of runs that are not in this grid (kept on disk).
+    damaged: result files that could not be read (moved aside, retrained).
+    rebuilt: grid.json was missing or damaged and was written anew.
+  """
+
+  reused: List[Tuple[str, int]]
+  other: List[Tuple[str, int]]
+  damaged: List[str]
+  rebuilt: bool
+  renamed: int = 0
+
+  def messages(self) -> List[str]:
+    """One line per thing a user should know."""
+    out = []
+    if self.rebuilt:
+      out.append(f"grid.json was missing or damaged: rebuilt ({len(self.reused)}"
+                 f" saved result(s) match this grid)")
+    for path in self.damaged:
+      out.append(f"damaged result file {path}: moved aside, the run is "
+                 f"trained again")
+    if self.renamed:
+      out.append(f"{self.renamed} result file(s) saved under an older run id "
+                 f"(it included the grid's seeds) moved to their run's id")
+    if self.other:
+      out.append(f"{len(self.other)} saved result(s) belong to runs that are "
+                 f"not in this grid; kept, not reported")
+    return out
+
+
+def saved_keys(out_dir: str) -> Tuple[Dict[Tuple[str, int], str], List[str]]:
+  """Readable result files as {(run id, seed): path}, and the damaged paths."""
+  keys, damaged = {}, []
+  root = os.path.join(out_dir, RESULTS_DIR)
+  if not os.path.isdir(root):
+    return keys, damaged
+  for run_id in sorted(os.listdir(root)):
+    folder = os.path.join(root, run_id)
+    if not os.path.isdir(folder):
+      continue
+    for name in sorted(os.listdir(folder)):
+      if not (name.startswith("seed-") and name.endswith(".json")):
+        continue
+      path = os.path.join(folder, name)
+      try:
+        with open(path, encoding="utf-8") as fh:
+          record = json.load(fh)
+        seed = int(record["result"]["seed"])
+        RunResult.from_dict(record["result"])
+      except (OSError, ValueError, KeyError, TypeError):
+        damaged.append(path)
+        continue
+      keys[(run_id, seed)] = path
+  return keys, damaged
+
+
+def _read_grid_file(path: str) -> Optional[Dict[str, Any]]:
+  """grid.json's content; None when missing or damaged; raises when foreign."""
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as fh:
+      saved = json.load(fh)
+  except (OSError, ValueError):
+    return None
+  if not isinstance(saved, dict) or "fingerprint" not in saved:
+    raise GridMismatchError(f"{path} was not written by byzjax; use another "
+                            f"output folder")
+  return saved
+
+
+def _grid_file(grid: Grid, runs: Sequence[Run]) -> str:
+  return json.dumps({
+      "fingerprint": fingerprint(grid, runs), "format": FORMAT_VERSION,
+      "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+      "versions": versions(), "grid": grid.to_dict(),
+      "runs": [{"id": r.id, "kind": r.kind, "label": r.label,
+                "settings": plain(r.settings), "overridden": list(r.overridden),
+                "config": plain(r.config.to_dict())} for r in runs],
+  }, indent=1)
+
+
 def prepare_folder(grid: Grid, out_dir: str, runs: Sequence[Run], *,
-                   overwrite: bool = False) -> None:
-  """Creates ``out_dir`` for ``grid``, or checks that it holds the same grid.
+                   overwrite: bool = False) -> FolderReport:
+  """Creates ``out_dir`` for ``grid``, or takes it over for a grid that grows.
+
+  Results are keyed by their run's id, which ends with a digest of the run's
+  configuration: a grid that adds rules, attacks or seeds reuses every saved
+  result it still contains and trains only what is new. A grid none of whose
+  runs is saved here, while the folder holds results, is refused (a changed
+  setting would otherwise fill the folder with a second experiment), with
+  what changed and a way forward. A missing or damaged grid.json is rebuilt;
+  a damaged result file is moved aside and its run trained again.
 
   Args:
     grid: the grid.
     out_dir: the output folder.
     runs: ``expand(grid)``.
-    overwrite: delete results of a different grid instead of refusing.
+    overwrite: delete the saved results instead of refusing.
+
+  Returns:
+    A ``FolderReport``.
 
   Raises:
-    GridMismatchError: the folder holds another grid's results and
-      ``overwrite`` is False (the message says what changed and how to go on).
+    GridMismatchError: results of another experiment, or of an older byzjax
+      result format, and ``overwrite`` is False.
   """
   os.makedirs(out_dir, exist_ok=True)
   path = os.path.join(out_dir, GRID_FILE)
-  digest = fingerprint(grid, runs)
-  saved = None
-  if os.path.exists(path):
-    try:
-      with open(path, encoding="utf-8") as fh:
-        saved = json.load(fh)
-    except (OSError, ValueError):
-      saved = {"fingerprint": "unreadable", "grid": {}}
-    if not isinstance(saved, dict) or "fingerprint" not in saved:
-      raise GridMismatchError(f"{path} was not written by byzjax; use another "
-                              f"output folder")
-  results = os.path.join(out_dir, RESULTS_DIR)
-  if saved is None and os.path.isdir(results) and os.listdir(results):
-    saved = {"fingerprint": "missing", "grid": {}}
-  if saved is not None and saved.get("fingerprint") != digest:
-    count = sum(len(files) for _, _, files in os.walk(results))
-    if not overwrite and count:
-      changes = _diff(saved.get("grid", {}), grid.to_dict())
-      if saved.get("format", FORMAT_VERSION) != FORMAT_VERSION:
-        changes.insert(0, f"written by an older byzjax (result format "
-                          f"{saved.get('format')} -> {FORMAT_VERSION}: the "
-                          f"protocol of some attacks changed)")
-      what = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
-      raise GridMismatchError(
-          f"{out_dir} holds {count} result file(s) of a different grid "
-          f"({what or 'run settings changed'}). Use another output folder, or "
-          f"overwrite (--overwrite, or overwrite=True) to delete them and start"
-          f" over")
-    shutil.rmtree(results, ignore_errors=True)
+  saved = _read_grid_file(path)
+  keys, damaged = saved_keys(out_dir)
+  for bad in damaged:
+    os.replace(bad, bad + ".damaged")
+  renamed = _rename_older_ids(out_dir, keys, {r.id for r in runs})
+  if renamed:
+    keys, _ = saved_keys(out_dir)
+  wanted = {(r.id, s) for r in runs for s in grid.seeds}
+  reused = sorted(k for k in keys if k in wanted)
+  other = sorted(k for k in keys if k not in wanted)
+  old_format = saved is not None and saved.get("format") != FORMAT_VERSION
+  refuse = bool(keys) and (old_format or not reused)
+  if refuse and not overwrite:
+    changes = _diff((saved or {}).get("grid", {}), grid.to_dict())
+    if old_format:
+      changes.insert(0, f"written by an older byzjax (result format "
+                        f"{saved.get('format')} -> {FORMAT_VERSION}: the "
+                        f"protocol of some attacks changed)")
+    what = "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
+    what = what or "run settings changed"
+    raise GridMismatchError(
+        f"{out_dir} holds {len(keys)} result file(s) of a different "
+        f"experiment, none of them a run of this grid ({what}). Write into "
+        f"another output folder (--out NEW_DIR, or out_dir=...), or pass "
+        f"--overwrite (overwrite=True) to delete them")
+  if refuse:  # overwrite
+    shutil.rmtree(os.path.join(out_dir, RESULTS_DIR), ignore_errors=True)
+    shutil.rmtree(os.path.join(out_dir, CHECKPOINTS_DIR), ignore_errors=True)
     for name in OUTPUT_FILES:
       with contextlib.suppress(OSError):
         os.remove(os.path.join(out_dir, name))
     shutil.rmtree(os.path.join(out_dir, "plots"), ignore_errors=True)
-  if saved is None or saved.get("fingerprint") != digest:
-    atomic_write(path, json.dumps({
-        "fingerprint": digest, "format": FORMAT_VERSION,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "versions": versions(), "grid": grid.to_dict(),
-        "runs": [{"id": r.id, "kind": r.kind, "label": r.label,
-                  "settings": plain(r.settings),
-                  "overridden": list(r.overridden),
-                  "config": plain(r.config.to_dict())} for r in runs],
-    }, indent=1))
+    reused, other = [], []
+  rebuilt = saved is None and bool(keys) and not refuse
+  if saved is None or saved.get("fingerprint") != fingerprint(grid, runs):
+    atomic_write(path, _grid_file(grid, runs))
+  return FolderReport(reused, other, [os.path.relpath(d, out_dir)
+                                      for d in damaged], rebuilt, renamed)
+
+
+def _rename_older_ids(out_dir: str, keys: Mapping[Tuple[str, int], str],
+                      ids: Any) -> int:
+  """Moves results saved under a run id whose digest included the grid's
+  seeds (byzjax before the ids left them out) to the run's id; returns how
+  many were moved."""
+  moved = 0
+  for (run_id, seed), path in sorted(keys.items()):
+    if run_id in ids or "-" not in run_id:
+      continue
+    try:
+      with open(path, encoding="utf-8") as fh:
+        config = config_from_dict(json.load(fh)["result"]["config"])
+    except (OSError, ValueError, KeyError, TypeError):
+      continue
+    new_id = f"{run_id.rsplit('-', 1)[0]}-{run_digest(config)}"
+    target = result_path(out_dir, new_id, seed)
+    if new_id == run_id or new_id not in ids or os.path.exists(target):
+      continue
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(path, target)
+    with contextlib.suppress(OSError):
+      os.rmdir(os.path.dirname(path))
+    moved += 1
+  return moved
+
+
+def runs_from_results(out_dir: str) -> List[Run]:
+  """The runs of a folder's result files (each carries its run and config),
+  for a folder whose grid.json is lost."""
+  keys, _ = saved_keys(out_dir)
+  runs = {}
+  for (run_id, _), path in keys.items():
+    if run_id in runs:
+      continue
+    with open(path, encoding="utf-8") as fh:
+      record = json.load(fh)
+    config = config_from_dict(record["result"]["config"])
+    runs[run_id] = Run(run_id, record.get("kind", "grid"),
+                       record.get("label", run_id), record.get("settings", {}),
+                       (), config.replace(seeds=tuple(sorted(
+                           s for (i, s) in keys if i == run_id))))
+  return list(runs.values())
 
 
 def versions() -> Dict[str, str]:
@@ -210,3 +358,198 @@ def versions() -> Dict[str, str]:
   with contextlib.suppress(metadata.PackageNotFoundError):
     out["byzjax"] = metadata.version("byzjax")
   return out
+
+
+# ---------------------------------------------------------------------------
+# Claims: each (run, seed) trained by exactly one process.
+
+
+class Claim(NamedTuple):
+  """A process's exclusive claim on one run and seed of a folder.
+
+  Attributes:
+    path: the claim file (``claims/RUN_ID/seed-S.claim``), holding the
+      owner's host and pid; its modification time is the owner's heartbeat.
+  """
+
+  path: str
+
+
+def _owner() -> Dict[str, Any]:
+  return {"host": socket.gethostname(), "pid": os.getpid(),
+          "started": time.time()}
+
+
+def _alive(info: Mapping[str, Any], mtime: float, stale_after: float) -> bool:
+  """Whether a claim's owner still works on it."""
+  if info.get("host") == socket.gethostname():
+    try:
+      os.kill(int(info.get("pid", -1)), 0)
+    except ProcessLookupError:
+      return False
+    except (PermissionError, ValueError, OverflowError):
+      return True
+    return True
+  return time.time() - mtime < stale_after  # another host: its heartbeat
+
+
+def claim(out_dir: str, run_id: str, seed: int, *,
+          stale_after: float = 1800.0) -> Optional[Claim]:
+  """Claims (run, seed) in ``out_dir`` for this process, or None if taken.
+
+  The claim is a file created atomically (``O_CREAT | O_EXCL``). A claim of a
+  dead process (same host: its pid is gone; another host: no heartbeat for
+  ``stale_after`` seconds) is reclaimed, under a lock so that two processes
+  never both take it over.
+
+  Args:
+    out_dir: the grid's output folder.
+    run_id: the run.
+    seed: the seed.
+    stale_after: seconds without a heartbeat after which another host's
+      claim is taken over.
+
+  Returns:
+    The ``Claim``, or None when a live process holds it.
+  """
+  folder = os.path.join(out_dir, CLAIMS_DIR, run_id)
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f"seed-{seed}.claim")
+  for attempt in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      if attempt or not _reclaim_if_stale(out_dir, path, stale_after):
+        return None
+      continue
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+      json.dump(_owner(), fh)
+    return Claim(path)
+  return None
+
+
+def _reclaim_if_stale(out_dir: str, path: str, stale_after: float) -> bool:
+  """Removes ``path`` if its owner is gone; True if it was removed."""
+  with folder_lock(out_dir, name=".claims-lock", wait=True):
+    try:
+      with open(path, encoding="utf-8") as fh:
+        info = json.load(fh)
+      mtime = os.path.getmtime(path)
+    except FileNotFoundError:
+      return True  # released meanwhile
+    except (OSError, ValueError):
+      info, mtime = {}, 0.0  # half-written by a process that died
+    if _alive(info, mtime, stale_after):
+      return False
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(path)
+    return True
+
+
+def heartbeat(owned: Optional[Claim]) -> None:
+  """Tells other hosts this claim's owner is still at work."""
+  if owned is not None:
+    with contextlib.suppress(OSError):
+      os.utime(owned.path)
+
+
+def release(owned: Optional[Claim]) -> None:
+  """Gives a claim up (after its result is saved, or on failure)."""
+  if owned is not None:
+    with contextlib.suppress(OSError):
+      os.remove(owned.path)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints inside a run (Orbax).
+
+
+class OrbaxCheckpoints:
+  """Checkpoints of runs in progress, every ``every_seconds``, with Orbax.
+
+  The whole training state (parameters, worker momentums, attack and
+  optimizer states, keys, the round) and the curves so far are saved under
+  ``checkpoints/RUN_ID/seeds-S1-S2/`` atomically (Orbax writes a temporary
+  directory, then renames it); a restarted run continues from the last one
+  and ends with exactly the numbers of an uninterrupted run. Implements the
+  ``train.Checkpoints`` protocol.
+
+  Args:
+    out_dir: the grid's output folder.
+    run_id: the run.
+    every_seconds: save when at least this long has passed since the last
+      save (or the start); 0 saves after every evaluation chunk.
+  """
+
+  def __init__(self, out_dir: str, run_id: str, every_seconds: float = 300.0):
+    self.folder = os.path.join(os.path.abspath(out_dir), CHECKPOINTS_DIR,
+                               run_id)
+    self.every_seconds = float(every_seconds)
+    self._last = time.monotonic()
+    self._managers: Dict[Tuple[int, ...], Any] = {}
+
+  def _manager(self, seeds: Sequence[int]):
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    key = tuple(seeds)
+    if key not in self._managers:
+      path = os.path.join(self.folder, "seeds-" + "-".join(map(str, key)))
+      self._managers[key] = ocp.CheckpointManager(
+          path, options=ocp.CheckpointManagerOptions(
+              max_to_keep=1, enable_async_checkpointing=False))
+    return self._managers[key]
+
+  def due(self) -> bool:
+    """Whether enough time has passed to save again."""
+    return time.monotonic() - self._last >= self.every_seconds
+
+  def save(self, seeds: Sequence[int], chunks_done: int, state: Any,
+           history: Any) -> None:
+    """Saves the state after ``chunks_done`` evaluation chunks."""
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    manager = self._manager(seeds)
+    manager.save(chunks_done, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(_keys_as_data(state)),
+        history=ocp.args.StandardSave(history)), force=True)
+    manager.wait_until_finished()
+    self._last = time.monotonic()
+
+  def restore(self, seeds: Sequence[int], like_state: Any, like_history: Any
+             ) -> Optional[Tuple[int, Any, Any]]:
+    """(chunks done, state, history) of the last save, or None."""
+    import jax  # pylint: disable=g-import-not-at-top
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    if not os.path.isdir(self.folder):
+      return None
+    manager = self._manager(seeds)
+    step = manager.latest_step()
+    if step is None:
+      return None
+    abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract(_keys_as_data(like_state))),
+        history=ocp.args.StandardRestore(abstract(like_history(step)))))
+    return step, _data_as_keys(restored.state, like_state), restored.history
+
+  def discard(self, seeds: Sequence[int]) -> None:
+    """Removes the checkpoints of finished seeds."""
+    manager = self._managers.pop(tuple(seeds), None)
+    if manager is not None:
+      manager.close()
+    path = os.path.join(self.folder, "seeds-" + "-".join(map(str, seeds)))
+    shutil.rmtree(path, ignore_errors=True)
+    with contextlib.suppress(OSError):
+      os.rmdir(self.folder)
+
+
+def _keys_as_data(tree: Any) -> Any:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(
+      lambda a: jax.random.key_data(a) if jax.dtypes.issubdtype(
+          a.dtype, jax.dtypes.prng_key) else a, tree)
+
+
+def _data_as_keys(tree: Any, like: Any) -> Any:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(
+      lambda a, l: jax.random.wrap_key_data(a, impl=jax.random.key_impl(l))
+      if jax.dtypes.issubdtype(l.dtype, jax.dtypes.prng_key) else a, tree, like)

@@ -47,7 +47,8 @@ import dataclasses
 import functools
 import sys
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Protocol,
+                    Sequence, Tuple)
 
 import jax
 import jax.flatten_util
@@ -247,6 +248,31 @@ class Programs(NamedTuple):
   chunk: Callable[[int], Callable[..., Any]]
   evaluate: Callable[..., Any]
   batched: bool
+  seeds: List[Tuple[int, ...]]
+
+
+class Checkpoints(Protocol):
+  """Where ``Experiment.run`` saves runs in progress (``store.OrbaxCheckpoints``).
+
+  ``seeds`` names one program input (one seed, or the vectorized seeds);
+  ``history`` is the curves so far: ``{"accuracies": (E, ...) array,
+  "metrics": RoundMetrics of (..., T) arrays}``.
+  """
+
+  def due(self) -> bool:
+    """Whether to save now."""
+
+  def save(self, seeds: Sequence[int], chunks_done: int, state: Any,
+           history: Any) -> None:
+    """Saves after ``chunks_done`` evaluation chunks."""
+
+  def restore(self, seeds: Sequence[int], like_state: Any,
+              like_history: Callable[[int], Any]
+             ) -> Optional[Tuple[int, Any, Any]]:
+    """(chunks done, state, history) of the last save, or None."""
+
+  def discard(self, seeds: Sequence[int]) -> None:
+    """Forgets the checkpoints of finished seeds."""
 
 
 # ---------------------------------------------------------------------------
@@ -632,9 +658,11 @@ class Experiment:
       if layout is not None:
         state, data = self._place(state, data)
       inputs = [(state, data)]
+      input_seeds = [tuple(seeds)]
     else:
       chunk = lambda s, d, k: self.chunk(s, d, k)
       inputs = [(self.init(s), self.data(i)) for s, i in zip(seeds, index)]
+      input_seeds = [(s,) for s in seeds]
     if layout is not None:
       state_out = self._state_shardings(inputs[0][0])
       replicated = layout.sharding()
@@ -645,11 +673,12 @@ class Experiment:
       jit_chunk, jit_eval = jax.jit, jax.jit(evaluate)
     return Programs(inputs=inputs,
                     chunk=lambda k: jit_chunk(functools.partial(chunk, k=k)),
-                    evaluate=jit_eval, batched=batched)
+                    evaluate=jit_eval, batched=batched, seeds=input_seeds)
 
   def run(self, *, seeds: Optional[Sequence[int]] = None,
           progress: Optional[Callable[[int], None]] = None,
-          on_result: Optional[Callable[[RunResult], None]] = None
+          on_result: Optional[Callable[[RunResult], None]] = None,
+          checkpoints: Optional[Checkpoints] = None
          ) -> List[RunResult]:
     """Trains seeds of the config; returns one ``RunResult`` each, in order.
 
@@ -664,6 +693,9 @@ class Experiment:
       on_result: called with each ``RunResult`` as soon as its seed is done
         (sequential seeds: one at a time; vmapped seeds: all at the end), so
         that a caller can persist it at once.
+      checkpoints: where to save the run in progress between evaluations
+        and restart it from (``store.OrbaxCheckpoints``); a restored run ends
+        with exactly the numbers of an uninterrupted one.
 
     Returns:
       The results.
@@ -679,20 +711,37 @@ class Experiment:
     compiled_eval = programs.evaluate.lower(*runs[0]).compile()
     compile_s = time.perf_counter() - start
     results = []
-    for state, data in runs:
+    width = len(seeds) if len(runs) == 1 else 1  # rounds count once per seed
+    for (state, data), input_seeds in zip(runs, programs.seeds):
       start = time.perf_counter()
-      accuracies = [compiled_eval(state, data)]
-      metrics = []
-      for k in lengths:
+      done, accuracies, metrics = 0, None, []
+      restored = None
+      if checkpoints is not None:
+        like = lambda step, st=state, d=data: self._history_like(
+            programs.evaluate, st, d, lengths[:step])
+        restored = checkpoints.restore(input_seeds, state, like)
+      if restored is not None:
+        done, state, history = restored
+        accuracies = list(history["accuracies"])
+        metrics = [history["metrics"]]
+        if progress is not None:
+          progress(sum(lengths[:done]) * width)
+      else:
+        accuracies = [compiled_eval(state, data)]
+      for i in range(done, len(lengths)):
+        k = lengths[i]
         state, m, acc = compiled[k](state, data)
         accuracies.append(acc)
         metrics.append(m)
         if progress is not None:
           jax.block_until_ready(acc)
-          progress(k * len(seeds) if len(runs) == 1 else k)
-      accuracies = np.stack([sharding.to_host(a) for a in accuracies])
-      metrics = jax.tree.map(lambda *xs: np.concatenate(
-          [sharding.to_host(x) for x in xs], axis=-1), *metrics)
+          progress(k * width)
+        if (checkpoints is not None and i + 1 < len(lengths)
+            and checkpoints.due()):
+          checkpoints.save(input_seeds, i + 1, state,
+                           _history(accuracies, metrics))
+      history = _history(accuracies, metrics)
+      accuracies, metrics = history["accuracies"], history["metrics"]
       seconds = time.perf_counter() - start
       if programs.batched:  # accuracies (E, S), metrics (S, T)
         split = [(accuracies[:, i], jax.tree.map(lambda a, i=i: a[i], metrics))
@@ -712,7 +761,24 @@ class Experiment:
         results.append(result)
         if on_result is not None:
           on_result(result)
+      if checkpoints is not None:
+        checkpoints.discard(input_seeds)
     return results
+
+  def _history_like(self, evaluate, state, data, done_lengths):
+    """Zeros shaped like the curves after the chunks ``done_lengths``."""
+    lead = jax.eval_shape(evaluate, state, data).shape  # () or (S,)
+    rounds = int(sum(done_lengths))
+    return {"accuracies": np.zeros((len(done_lengths) + 1,) + lead, np.float32),
+            "metrics": RoundMetrics(*[np.zeros(lead + (rounds,), np.float32)
+                                      for _ in RoundMetrics._fields])}
+
+
+def _history(accuracies: Sequence[Any], metrics: Sequence[Any]) -> Dict[str, Any]:
+  """The curves so far on the host: accuracies (E, ...), metrics (..., T)."""
+  return {"accuracies": np.stack([sharding.to_host(a) for a in accuracies]),
+          "metrics": jax.tree.map(lambda *xs: np.concatenate(
+              [sharding.to_host(x) for x in xs], axis=-1), *metrics)}
 
 
 def _chunk_lengths(steps: int, every: int) -> List[int]:

@@ -84,7 +84,7 @@ def test_changed_settings_in_the_same_folder_are_refused(tmp_path, capsys):
   capsys.readouterr()
   assert cli.main(base[:-2] + ["--steps", "3", "--out", out]) == 2
   err = capsys.readouterr().err
-  assert "different grid" in err and "steps: 2 -> 3" in err
+  assert "different experiment" in err and "steps: 2 -> 3" in err
   assert "--overwrite" in err
 
 

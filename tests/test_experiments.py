@@ -134,12 +134,6 @@ def test_folder_without_results_is_reused_and_foreign_folder_refused(tmp_path):
     ex.prepare_folder(GRID, out, ex.expand(GRID), overwrite=True)
 
 
-def test_two_processes_cannot_write_one_folder(tmp_path):
-  with ex.folder_lock(str(tmp_path)):
-    with pytest.raises(ex.FolderBusyError, match=f"pid {os.getpid()}"):
-      ex.run_grid(GRID, str(tmp_path), progress=False)
-
-
 def test_outputs_of_a_finished_grid(finished):
   out, results = finished
   with open(os.path.join(out, "evaluations.csv")) as fh:

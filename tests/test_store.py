@@ -1,0 +1,210 @@
+"""Grids over processes and hosts: per-run claims, shards, checkpoints inside
+a run (a SIGKILL mid-run resumes with the same numbers), folders that grow
+with their grid, and recovery of a lost grid.json or a damaged result."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from byzjax import experiments as ex
+from byzjax import grid as grid_lib
+from byzjax import store
+from byzjax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = train.RunConfig(
+    dataset="digits", model="logistic_regression", n=5, f=1, split="iid",
+    alpha=None, steps=3, eval_every=1, batch_size=4, learning_rate=0.5,
+    attack="sign_flip", diagnostics=False)
+GRID = ex.Grid("share", BASE, axes={
+    "aggregator": ["trimmed_mean", "median", "nnm+trimmed_mean"]}, seeds=(1, 2))
+CURVES = ("test_accuracy", "loss", "aggregate_error", "kappa_hat", "eta")
+
+# A process that trains GRID (or its shard) into a folder and prints, one
+# JSON line each, the (run, seed) pairs it trained.
+WORKER = """
+import json, sys
+from byzjax import experiments as ex
+from byzjax import grid as grid_lib
+sys.path.insert(0, sys.argv[3])
+from test_store import GRID
+shard = ex.shard_of(sys.argv[2]) if sys.argv[2] != "-" else None
+ex.run_grid(GRID, sys.argv[1], progress=False, plots=False, shard=shard,
+            on_result=lambda r: print(json.dumps([r.run_id, r.seed]), flush=True))
+"""
+
+
+def _curves(results):
+  return {(r.run_id, r.seed): json.dumps({k: getattr(r.result, k) for k in CURVES})
+          for r in results.records}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("one_process"))
+  return _curves(ex.run_grid(GRID, out, progress=False, plots=False))
+
+
+def _workers(out, shards):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WORKER), out,
+                             shard, os.path.join(ROOT, "tests")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, cwd=ROOT) for shard in shards]
+  trained = []
+  for p in procs:
+    stdout, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr[-3000:]
+    trained.append([tuple(json.loads(l)) for l in stdout.splitlines() if l.startswith("[")])
+  return trained
+
+
+def test_two_shards_fill_one_folder_like_one_process(reference, tmp_path):
+  out = str(tmp_path / "sharded")
+  first, second = _workers(out, ["0/2", "1/2"])
+  everything = sorted(reference)
+  assert sorted(first + second) == everything  # every (run, seed) once
+  assert not set(first) & set(second)
+  assert len(first) == 3 and len(second) == 3  # an even split
+  assert _curves(ex.load_grid_results(out, GRID)) == reference
+  assert not glob.glob(os.path.join(out, "claims", "*", "*.claim"))
+
+
+def test_three_processes_on_one_folder_train_each_run_once(reference, tmp_path):
+  out = str(tmp_path / "shared")
+  trained = _workers(out, ["-", "-", "-"])
+  flat = [k for t in trained for k in t]
+  assert sorted(flat) == sorted(reference)  # exactly once each
+  assert _curves(ex.load_grid_results(out, GRID)) == reference
+  assert os.path.isfile(os.path.join(out, "table.md"))  # the last one wrote it
+
+
+def test_claims_exclude_and_dead_owners_are_replaced(tmp_path):
+  out = str(tmp_path)
+  mine = store.claim(out, "run", 1)
+  assert mine is not None
+  assert store.claim(out, "run", 1) is None  # held by a live process (us)
+  store.release(mine)
+  again = store.claim(out, "run", 1)
+  assert again is not None
+  # A claim whose process is gone is taken over.
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  with open(again.path, "w", encoding="utf-8") as fh:
+    json.dump({"host": os.uname().nodename, "pid": dead.pid, "started": 0}, fh)
+  assert store.claim(out, "run", 1) is not None
+  # Another host's claim is live while its heartbeat is fresh.
+  other = store.claim(out, "run", 2)
+  with open(other.path, "w", encoding="utf-8") as fh:
+    json.dump({"host": "elsewhere", "pid": 1, "started": 0}, fh)
+  assert store.claim(out, "run", 2, stale_after=60) is None
+  past = time.time() - 120
+  os.utime(other.path, (past, past))
+  assert store.claim(out, "run", 2, stale_after=60) is not None
+
+
+KILLED = """
+import sys
+from byzjax import experiments as ex, train
+config = train.RunConfig(
+    dataset="digits", model="mlp", model_args={"hidden_sizes": (32,)}, n=5, f=1,
+    split="iid", alpha=None, aggregator="nnm+trimmed_mean",
+    attack="optimized_alie", attack_args={"evals": 4}, steps=int(sys.argv[2]),
+    eval_every=2, batch_size=4, learning_rate=0.5, diagnostics=False)
+grid = ex.Grid("killed", config, axes={"aggregator": ["nnm+trimmed_mean"]})
+ex.run_grid(grid, sys.argv[1], progress=False, plots=False,
+            checkpoint_seconds=float(sys.argv[3]))
+"""
+
+
+def _start(out, steps, every):
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED), out,
+                           str(steps), str(every)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def test_a_run_killed_mid_way_resumes_from_its_checkpoint(tmp_path):
+  steps = 400
+  whole = str(tmp_path / "whole")
+  proc = _start(whole, steps, 1e-3)
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+  killed = str(tmp_path / "killed")
+  proc = _start(killed, steps, 1e-3)  # a checkpoint after every evaluation
+  deadline = time.time() + 600
+  pattern = os.path.join(killed, "checkpoints", "*", "seeds-1", "*")
+  while not glob.glob(pattern) and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.2)
+  time.sleep(1.0)  # a few more checkpoints
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not glob.glob(os.path.join(killed, "results", "*", "*.json")), \
+      "the run finished before it could be killed"
+  saved = sorted(int(os.path.basename(p)) for p in glob.glob(pattern)
+                 if os.path.basename(p).isdigit())
+  assert saved and saved[-1] < steps // 2  # chunks done < all chunks
+  proc = _start(killed, steps, 1e-3)  # the same command again
+  assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+  a = ex.load_grid_results(whole).records
+  b = ex.load_grid_results(killed).records
+  assert len(a) == len(b) == 1
+  for k in CURVES + ("byzantine_influence", "learning_rate"):
+    assert getattr(a[0].result, k) == getattr(b[0].result, k), k  # bit for bit
+  assert not glob.glob(os.path.join(killed, "checkpoints", "*", "*"))
+
+
+def test_a_folder_grows_with_its_grid(reference, tmp_path):
+  out = str(tmp_path / "grows")
+  small = GRID.replace(axes={"aggregator": ["trimmed_mean", "median"]}, seeds=(1,))
+  ex.run_grid(small, out, progress=False, plots=False)
+  # One result as byzjax before the ids left the seeds out saved it.
+  run = ex.expand(small)[0]
+  older = f"{run.id.rsplit('-', 1)[0]}-{grid_lib.digest(grid_lib.identity(run.config))}"
+  assert older != run.id
+  os.rename(os.path.join(out, "results", run.id),
+            os.path.join(out, "results", older))
+  trained = []
+  results = ex.run_grid(GRID, out, progress=False, plots=False,
+                        on_result=lambda r: trained.append((r.run_id, r.seed)))
+  assert len(trained) == 4  # a new rule (2 seeds) + seed 2 of the old ones
+  assert _curves(results) == reference
+  # A setting that changes every run is refused, with a way forward.
+  with pytest.raises(ex.GridMismatchError) as err:
+    ex.run_grid(GRID.override(steps=4), out, progress=False, plots=False)
+  assert "steps: 3 -> 4" in str(err.value)
+  assert "another output folder" in str(err.value)
+
+
+def test_lost_grid_json_and_damaged_results_are_recovered(reference, tmp_path):
+  out = str(tmp_path / "damaged")
+  ex.run_grid(GRID, out, progress=False, plots=False)
+  os.remove(os.path.join(out, "grid.json"))
+  # Tables from the result files alone (each carries its config).
+  assert len(ex.load_grid_results(out).records) == 6
+  victim = sorted(glob.glob(os.path.join(out, "results", "*", "seed-1.json")))[0]
+  with open(victim, "w", encoding="utf-8") as fh:
+    fh.write('{"truncated')
+  lines, trained = [], []
+
+  class Stream:
+    def write(self, text):
+      lines.append(text)
+
+    def flush(self):
+      pass
+
+  results = ex.run_grid(GRID, out, progress=True, plots=False, stream=Stream(),
+                        on_result=lambda r: trained.append(r.run_id))
+  text = "".join(lines)
+  assert "grid.json was missing or damaged: rebuilt" in text
+  assert f"damaged result file {os.path.relpath(victim, out)}" in text
+  assert trained == [os.path.basename(os.path.dirname(victim))]
+  assert _curves(results) == reference
+  assert os.path.isfile(victim + ".damaged")
