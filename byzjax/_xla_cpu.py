@@ -47,6 +47,28 @@ def distributed_layout(active: bool = True) -> Iterator[None]:
     _DISTRIBUTED.reset(token)
 
 
+# Whether a rule is being traced to be differentiated in reverse mode (an
+# attack ascending through the defence): loops with a data-dependent exit
+# then run their full length with the state frozen after the exit, which
+# gives the same values and can be transposed.
+_REVERSE = contextvars.ContextVar("byzjax_reverse_mode", default=False)
+
+
+@contextlib.contextmanager
+def reverse_differentiable() -> Iterator[None]:
+  """Within this context, rules take forms that ``jax.grad`` can transpose."""
+  token = _REVERSE.set(True)
+  try:
+    yield
+  finally:
+    _REVERSE.reset(token)
+
+
+def reverse_mode() -> bool:
+  """True inside ``reverse_differentiable``."""
+  return _REVERSE.get()
+
+
 def _cpu_forms() -> bool:
   """True when the CPU-specific forms apply: a CPU backend, one device."""
   return jax.default_backend() == "cpu" and not _DISTRIBUTED.get()

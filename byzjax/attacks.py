@@ -58,6 +58,9 @@ from byzjax.attack import (ATTACKS, INPUTS, Attack, AttackBuilder,  # noqa: F401
 from byzjax.optimized_attacks import (OptimizedState, line_maximize,  # noqa: F401
                                       optimized_alie, optimized_alie_grid,
                                       optimized_foe, optimized_foe_grid)
+from byzjax.tailored_attacks import (ScaleState, fang_krum,  # noqa: F401
+                                     fang_trimmed_mean, min_max, min_sum)
+from byzjax.gradient_attacks import AscentState, gradient_ascent  # noqa: F401
 from byzjax.types import Array, Key
 
 

@@ -242,7 +242,7 @@ def test_jit_does_not_retrace(name):
   assert len(traces) == 1
   eager, _ = attack.update(x2, attack.init(x2, key=jax.random.key(0)),
                            aggregate=trimmed_mean_jax)
-  if name not in ("gaussian", "mimic"):  # these depend on the step's key / history
+  if name not in ("gaussian", "mimic", "fang_trimmed_mean"):  # these depend on the step's key / history
     np.testing.assert_allclose(np.asarray(out2), np.asarray(eager), rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(np.asarray(out2)[:H], np.asarray(x2)[:H])
 
