@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import checks
-from byzjax._xla_cpu import reverse_differentiable
+from byzjax._xla_cpu import reverse_differentiable, row_sq_distances
 from byzjax.attack import (ATTACKS, Attack, attack, check_honest, honest_mean,
                            keep_honest, shape_nd)
 from byzjax.optimized_attacks import _simulated_defence
@@ -108,14 +108,11 @@ def gradient_ascent(*, f: int, start: str = "alie",
   """
   name = "gradient_ascent"
   steps = checks.check_int("steps", steps, low=0, what=f"{name}: ")
-  step_size = checks.check_real("step_size", step_size, what=name)
-  radius_scale = checks.check_real("radius_scale", radius_scale, what=name)
-  if step_size <= 0 or radius_scale <= 0:
-    raise ValueError(f"{name}: step_size and radius_scale must be > 0, got "
-                     f"step_size={step_size}, radius_scale={radius_scale}")
-  if constraint not in CONSTRAINTS:
-    raise ValueError(f"{name}: constraint must be one of "
-                     f"{', '.join(CONSTRAINTS)}, got {constraint!r}")
+  step_size = checks.check_real("step_size", step_size, low=0.0, strict=True,
+                                what=name)
+  radius_scale = checks.check_real("radius_scale", radius_scale, low=0.0,
+                                   strict=True, what=name)
+  checks.check_choice("constraint", constraint, CONSTRAINTS, what=name)
   knows = checks.check_bool("knows_server_randomness", knows_server_randomness,
                             what=name)
   if start == name:
@@ -143,8 +140,7 @@ def gradient_ascent(*, f: int, start: str = "alie",
     x0, start_state = first.update(x, state.start, aggregate=aggregate)
     xf = x.astype(jnp.float32)
     s = honest_mean(xf, h)
-    off = xf[:h] - s
-    unit = jnp.sqrt(jnp.max(jnp.sum(off * off, axis=1)))
+    unit = jnp.sqrt(jnp.max(row_sq_distances(xf[:h], s)))
     radius = radius_scale * unit if constraint == "honest_radius" else None
 
     def damage(byz):

@@ -40,7 +40,8 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import checks
-from byzjax._xla_cpu import MAX_UNROLLED_ROWS, pairwise_sq_distances, row_sum
+from byzjax._xla_cpu import (MAX_UNROLLED_ROWS, pairwise_sq_distances,
+                             row_sq_distances, row_sum, sort_scores)
 from byzjax.attack import (Attack, attack, check_honest, honest_mean,
                            honest_std, keep_honest, shape_nd)
 from byzjax.types import Array, Key
@@ -111,20 +112,10 @@ def bisect(succeeds: Callable[[Array], Array], *, start: float = 10.0,
   return good
 
 
-def _check_deviation(name: str, deviation: str) -> str:
-  if deviation not in DEVIATIONS:
-    raise ValueError(f"{name}: deviation must be one of {', '.join(DEVIATIONS)},"
-                     f" got {deviation!r}")
-  return deviation
-
-
 def _check_bisection(name: str, start: float, tolerance: float):
-  start = checks.check_real("start", start, what=name)
-  tolerance = checks.check_real("tolerance", tolerance, what=name)
-  if start <= 0 or tolerance <= 0:
-    raise ValueError(f"{name}: start and tolerance must be > 0, got start="
-                     f"{start}, tolerance={tolerance}")
-  return start, tolerance
+  return (checks.check_real("start", start, low=0.0, strict=True, what=name),
+          checks.check_real("tolerance", tolerance, low=0.0, strict=True,
+                            what=name))
 
 
 def _distance_attack(name: str, f: int, deviation: str, start: float,
@@ -141,10 +132,9 @@ def _distance_attack(name: str, f: int, deviation: str, start: float,
     s = honest_mean(xf, h)
     p = _deviation(deviation, xf, s, h)
     honest = xf[:h]
-    centred = honest - s  # (h, d): g_i - s
     # ||s - gamma p - g_i||^2 = D_i + 2 gamma P_i + gamma^2 q.
-    D = jnp.sum(centred * centred, axis=1)
-    P = centred @ p
+    D = row_sq_distances(honest, s)
+    P = (honest - s) @ p
     q = jnp.sum(p * p)
     if bound == "max":
       limit = jnp.max(pairwise_sq_distances(honest))
@@ -194,7 +184,8 @@ def min_max(*, f: int, deviation: str = "unit_vec", start: float = 10.0,
     Shejwalkar, Houmansadr, NDSS 2021, Algorithm 1 and eq. (7).
   """
   name = "min_max"
-  return _distance_attack(name, f, _check_deviation(name, deviation),
+  return _distance_attack(name, f, checks.check_choice(
+      "deviation", deviation, DEVIATIONS, what=name),
                           *_check_bisection(name, start, tolerance), "max")
 
 
@@ -220,7 +211,8 @@ def min_sum(*, f: int, deviation: str = "unit_vec", start: float = 10.0,
     Shejwalkar, Houmansadr, NDSS 2021, Algorithm 1 and eq. (8).
   """
   name = "min_sum"
-  return _distance_attack(name, f, _check_deviation(name, deviation),
+  return _distance_attack(name, f, checks.check_choice(
+      "deviation", deviation, DEVIATIONS, what=name),
                           *_check_bisection(name, start, tolerance), "sum")
 
 
@@ -243,9 +235,7 @@ def _krum_picks_byzantine(hd: Array, c: Array, f: int, k: int) -> Array:
   bottom = jnp.concatenate([jnp.broadcast_to(c[None, :], (f, h)),
                             jnp.zeros((f, f), hd.dtype)], axis=1)
   dist = jnp.concatenate([top, bottom], axis=0)
-  # The row itself (distance 0 on the diagonal) is the first of the sorted.
-  scores = jnp.sum(jnp.sort(dist, axis=1)[:, 1:k + 1], axis=1)
-  return jnp.argmin(scores) >= h  # ties go to the lowest index: honest
+  return jnp.argmin(sort_scores(dist, k)) >= h  # ties go to the lowest index: honest
 
 
 @attack("fang_krum", display="Fang-Krum")
@@ -283,11 +273,9 @@ def fang_krum(*, f: int, threshold: float = 1e-5,
     Fang, Cao, Jia, Gong, USENIX Security 2020, Section 4.1 (attacking Krum).
   """
   name = "fang_krum"
-  threshold = checks.check_real("threshold", threshold, what=name)
-  epsilon = checks.check_real("epsilon", epsilon, what=name)
-  if threshold <= 0 or epsilon < 0:
-    raise ValueError(f"{name}: threshold must be > 0 and epsilon >= 0, got "
-                     f"threshold={threshold}, epsilon={epsilon}")
+  threshold = checks.check_real("threshold", threshold, low=0.0, strict=True,
+                                what=name)
+  epsilon = checks.check_real("epsilon", epsilon, low=0.0, what=name)
 
   def init(x_like: Any, *, key: Key) -> ScaleState:
     n, _ = shape_nd(x_like, name)
@@ -306,11 +294,11 @@ def fang_krum(*, f: int, threshold: float = 1e-5,
     honest = x[:h].astype(jnp.float32)
     sign = jnp.sign(row_sum(honest, h))
     hd = pairwise_sq_distances(honest)
-    norms2 = jnp.sum(honest * honest, axis=1)
+    norms2 = row_sq_distances(honest)
     k = n - f - 2
-    # sqrt of the k smallest off-diagonal squared distances of each row.
-    near = jnp.sqrt(jnp.maximum(jnp.sort(hd, axis=1)[:, 1:k + 1], 0.0))
-    lam_max = (jnp.min(jnp.sum(near, axis=1)) / ((n - 2 * f - 1) * jnp.sqrt(d))
+    # Per row, the sum of its k smallest distances (not squared) to the others.
+    near = sort_scores(jnp.sqrt(jnp.maximum(hd, 0.0)), k)
+    lam_max = (jnp.min(near) / ((n - 2 * f - 1) * jnp.sqrt(d))
                + jnp.sqrt(jnp.max(norms2)) / jnp.sqrt(d))
     # ||-lambda s - g_i||^2 = lambda^2 ||s||^2 + 2 lambda <s, g_i> + ||g_i||^2.
     ss = jnp.sum(sign * sign)
@@ -368,9 +356,7 @@ def fang_trimmed_mean(*, f: int, b: float = 2.0) -> Attack:
     mean; the same attack is used against median).
   """
   name = "fang_trimmed_mean"
-  b = checks.check_real("b", b, what=name)
-  if b <= 1:
-    raise ValueError(f"{name}: b must be > 1, got b={b}")
+  b = checks.check_real("b", b, low=1.0, strict=True, what=name)
 
   def update(x: Array, state: ScaleState, *, aggregate: Any = None):
     del aggregate

@@ -155,7 +155,7 @@ def test_fang_krum_noise_and_bounds():
   assert not np.array_equal(out[H + 1], first)
   with pytest.raises(ValueError, match="n >= 2f \\+ 3"):
     A.make("fang_krum", f=5).init(jnp.zeros((12, 4)), key=jax.random.key(0))
-  with pytest.raises(ValueError, match="threshold must be > 0"):
+  with pytest.raises(ValueError, match="threshold must be finite and > 0"):
     A.make("fang_krum", f=2, threshold=0.0)
 
 
