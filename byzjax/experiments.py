@@ -41,10 +41,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from byzjax import data as data_lib
+from byzjax import logs
+from byzjax import progress as progress_lib
 from byzjax import sharding
 from byzjax import train as train_lib
 from byzjax.config import RunConfig
@@ -62,7 +65,8 @@ from byzjax.results import (GridResults, Record, Stat, Table, csv_text,  # noqa:
                             write_csv)
 from byzjax.store import (GRID_FILE, OUTPUT_FILES, RESULTS_DIR,  # noqa: F401
                           FolderBusyError, GridMismatchError, OrbaxCheckpoints,
-                          atomic_open, atomic_write, claim, folder_lock,
+                          OutputFolderError, atomic_open, atomic_write,
+                          check_output_folder, claim, folder_lock,
                           heartbeat, load_result, prepare_folder, release,
                           result_path, runs_from_results, save_result)
 from byzjax.grid import hashable, plain, short
@@ -161,7 +165,8 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
              stream: Any = None,
              execution: Optional[train_lib.Execution] = None,
              shard: Optional[Tuple[int, int]] = None,
-             checkpoint_seconds: Optional[float] = 300.0) -> GridResults:
+             checkpoint_seconds: Optional[float] = 300.0,
+             log: Sequence[str] = ()) -> GridResults:
   """Trains every run of ``grid`` not yet saved in ``out_dir``; resumable.
 
   Each seed's result is saved the moment it is done; a rerun after a crash
@@ -193,6 +198,8 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
     checkpoint_seconds: save a run in progress every this many seconds
       (Orbax, under ``checkpoints/``; removed when the run is done); None or
       0: no checkpoints inside a run.
+    log: "tensorboard" and/or "wandb": each run's curves as they come
+      (``byzjax.logs``), TensorBoard's under ``logs/<run id>/seed-<seed>``.
 
   Returns:
     The ``GridResults`` (what is saved so far).
@@ -204,11 +211,21 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
   """
   stream = sys.stderr if stream is None else stream
   runs = check(grid)
+  try:
+    log = logs.check(log)
+  except ValueError as err:
+    raise GridError(str(err)) from None
   leader = sharding.is_leader()
-  os.makedirs(out_dir, exist_ok=True)
+  created = check_output_folder(out_dir)
+  try:
+    if leader:
+      with folder_lock(out_dir):
+        report = prepare_folder(grid, out_dir, runs, overwrite=overwrite)
+  except BaseException:
+    if created:  # refused before anything was trained: leave no folder
+      shutil.rmtree(out_dir, ignore_errors=True)
+    raise
   if leader:
-    with folder_lock(out_dir):
-      report = prepare_folder(grid, out_dir, runs, overwrite=overwrite)
     for line in report.messages():
       print(f"grid {grid.name}: {line}", file=stream, flush=True)
   keys = [(r, s) for r in runs for s in grid.seeds]
@@ -236,7 +253,12 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
   todo_runs = [(r, by_run[r.id]) for r in runs if r.id in by_run]
   datasets = _DatasetCache()
   if todo_runs:
-    preflight([r for r, _ in todo_runs], datasets)
+    try:
+      preflight([r for r, _ in todo_runs], datasets)
+    except BaseException:
+      if created and leader:  # e.g. data not on disk: leave no folder
+        shutil.rmtree(out_dir, ignore_errors=True)
+      raise
   bar = _progress_bar(total, grid.name, stream) if progress and todo else None
   announced = False
   try:
@@ -286,8 +308,12 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
         checkpoints = None
         if checkpoint_seconds:
           checkpoints = OrbaxCheckpoints(out_dir, run.id, checkpoint_seconds)
+        logger = logs.make(
+            log, log_dir=os.path.join(out_dir, "logs", run.id),
+            name=f"{grid.name}/{run.id}", config=run.config.to_dict()
+        ) if log and leader else None
         exp.run(seeds=seeds, progress=advance, on_result=persist,
-                checkpoints=checkpoints)
+                checkpoints=checkpoints, log=logger)
         del exp
       finally:
         for owned in claims.values():
@@ -365,11 +391,7 @@ def _run_text(run: Run) -> str:
 
 
 def _progress_bar(total: int, name: str, stream: Any):
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  # smoothing=0: the rate (and ETA) is averaged over the whole run, so that
-  # compilation pauses between runs are part of the estimate.
-  return tqdm(total=total, desc=name, unit="round", smoothing=0.0,
-              file=stream, dynamic_ncols=True, mininterval=0.5)
+  return progress_lib.bar(total, name, stream=stream)
 
 
 def write_outputs(results: GridResults, out_dir: Optional[str] = None, *,

@@ -509,7 +509,31 @@ def check(grid: Grid, runs: Optional[Sequence[Run]] = None) -> List[Run]:
       where = ", ".join(f"{k}={short(v)}" for k, v in run.settings.items())
       raise GridError(f"{err} [grid {grid.name!r}, run {where or run.label}]"
                       ) from None
+  _check_distinct(grid, runs)
   return runs
+
+
+def _check_distinct(grid: Grid, runs: Sequence[Run]) -> None:
+  """Refuses an alpha axis over runs whose split ignores alpha: they would
+  train the same thing under different labels."""
+  if "alpha" not in grid.fields:
+    return
+  seen: Dict[str, Run] = {}
+  for run in runs:
+    c = run.config
+    if run.kind != "grid" or c.split in data_lib.DIRICHLET_SPLITS:
+      continue
+    key = json.dumps(plain(c.replace(alpha=None, seeds=(0,)).to_dict()),
+                     sort_keys=True, default=str)
+    if key in seen:
+      first = ", ".join(f"{k}={short(v)}" for k, v in seen[key].settings.items())
+      where = ", ".join(f"{k}={short(v)}" for k, v in run.settings.items())
+      raise GridError(
+          f"runs {first} and {where} of grid {grid.name!r} would train the "
+          f"same thing: alpha is read only by the Dirichlet splits "
+          f"({', '.join(data_lib.DIRICHLET_SPLITS)}) and split {c.split!r} "
+          f"ignores it; drop the alpha values or choose a Dirichlet split")
+    seen[key] = run
 
 
 def display(field: str, value: Any) -> str:
@@ -597,6 +621,10 @@ def read_mapping(path: str) -> Dict[str, Any]:
     ValueError: an unsupported extension or unparsable content.
   """
   ext = os.path.splitext(path)[1].lower()
+  if os.path.isdir(path):
+    raise ValueError(f"{path!r} is a folder; expected a .json or .toml file")
+  if not os.path.isfile(path):
+    raise ValueError(f"{path!r}: no such file; expected a .json or .toml file")
   with open(path, "rb") as fh:
     raw = fh.read()
   if ext == ".json":

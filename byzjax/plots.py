@@ -28,6 +28,7 @@ import numpy as np
 
 from byzjax import aggregators
 from byzjax import results as res
+from byzjax.files import atomic_open
 
 
 def _pyplot():
@@ -66,9 +67,13 @@ def _columns(panels: Sequence[Any], field: str) -> int:
 
 
 def _save(fig, path: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path, dpi=110, bbox_inches="tight")
-  _pyplot().close(fig)
+  """Saves atomically (a full disk leaves the old plot, not half a PNG)."""
+  try:
+    with atomic_open(path, "wb") as fh:
+      fig.savefig(fh, dpi=110, bbox_inches="tight",
+                  format=os.path.splitext(path)[1][1:] or "png")
+  finally:
+    _pyplot().close(fig)
   return path
 
 
@@ -202,14 +207,17 @@ def aggregate_error_figure(records: Sequence[res.Record], *,
       if ok.any():
         ax.plot(t[ok], mean[ok], color=colors[col], lw=1.0,
                 label=res.display(columns, col))
-    if ax.get_lines():
-      ax.set_yscale("log")
-      values = np.concatenate([l.get_ydata() for l in ax.get_lines()])
-      # Rare exact hits of the honest mean (1e-8) would squash the scale.
-      ax.set_ylim(bottom=max(values.min(), np.percentile(values, 2) / 3))
     ax.set_title(res.display(rows, row), fontsize=10)
     ax.grid(alpha=0.3)
     ax.set_xlabel("round")
+  values = [np.asarray(l.get_ydata(), np.float64)
+            for ax in axes for l in ax.get_lines()]
+  if values:
+    # One log axis shared by every panel: its limits come from all of their
+    # curves, so that no curve of any panel leaves the plot.
+    values = np.concatenate(values)
+    axes[0].set_yscale("log")
+    axes[0].set_ylim(values.min() / 1.25, values.max() * 1.25)
   axes[0].set_ylabel("||R_t - honest mean||")
   _legend(fig, axes)
   if title:

@@ -79,15 +79,22 @@ class GridResults:
     self.records = list(records)
     self.out_dir = out_dir
 
+  def to_dataframe(self, kind: str = "evaluations") -> Any:
+    """The results as a tidy pandas DataFrame (``to_dataframe``)."""
+    return to_dataframe(self, kind)
+
   def tables(self, *, ddof: int = 0) -> List["Table"]:
     """The grid's summary tables (one per combination of the group fields)."""
     g = self.grid
     paper = paper_results.get(g.paper) if g.paper else None
     configs = {r.id: r.config for r in self.runs}
+    all_columns = None
+    if g.columns in g.fields:  # a partial folder says how many are missing
+      all_columns = [hashable(v) for v in g.values(g.columns)]
     return summarize(self.records, rows=g.rows, columns=g.columns,
                      metric=g.metric, worst_case=g.worst_case, paper=paper,
                      group_fields=g.group_fields, ddof=ddof,
-                     configs=configs)
+                     configs=configs, all_columns=all_columns)
 
 
 
@@ -155,6 +162,38 @@ def round_rows(records: Iterable[Record], fields: Sequence[str]
       yield {**base, "round": t, **dict(zip(ROUND_METRICS, values))}
 
 
+def to_dataframe(results: Any, kind: str = "evaluations") -> Any:
+  """Tidy results for pandas / seaborn.
+
+  Args:
+    results: a ``GridResults`` (``run_grid``, ``load_grid_results``) or
+      ``RunResult``s (``train.train``).
+    kind: "evaluations": one row per run x seed x test evaluation (run_id,
+      kind, method, the grid's varied settings, seed, step, test_accuracy);
+      "rounds": one row per run x seed x round (round, loss,
+      aggregate_error, kappa_hat, byzantine_influence, learning_rate, eta).
+      For ``RunResult``s the settings columns are aggregator, attack, f,
+      alpha (run_id is their index in the list).
+
+  Returns:
+    A ``pandas.DataFrame`` (the same columns as evaluations.csv /
+    rounds.csv).
+  """
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  if kind not in ("evaluations", "rounds"):
+    raise ValueError(f"kind must be 'evaluations' or 'rounds', got {kind!r}")
+  if isinstance(results, GridResults):
+    records, fields = results.records, results.grid.fields
+  else:
+    fields = ["aggregator", "attack", "f", "alpha"]
+    records = [Record(str(i), "run", r.config.aggregator,
+                      {k: getattr(r.config, k) for k in fields}, (), r.seed, r)
+               for i, r in enumerate(results)]
+  rows = (evaluation_rows if kind == "evaluations" else round_rows)(
+      records, fields)
+  return pd.DataFrame(list(rows))
+
+
 class Stat(NamedTuple):
   """Mean and standard deviation over seeds (in percent for accuracies).
 
@@ -219,6 +258,9 @@ class Table:
     baselines: ``(label, Stat)`` of the baseline runs of this group.
     seeds: the seeds summarized.
     paper: the matching ``paper_results.PaperTable``, or None.
+    all_columns: every column the grid has (None: unknown); a row with
+      fewer saved columns has a worst case over only those, and says so.
+    ddof: the std's delta degrees of freedom (0: population, 1: sample).
   """
 
   group: Dict[str, Any]
@@ -232,6 +274,17 @@ class Table:
   baselines: List[Tuple[str, Stat]]
   seeds: List[int]
   paper: Optional[paper_results.PaperTable] = None
+  all_columns: Optional[List[Any]] = None
+  ddof: int = 0
+
+  def present(self, row: Any) -> int:
+    """How many columns of ``row`` hold results."""
+    return sum((row, c) in self.cells for c in self.columns)
+
+  def partial(self, row: Any) -> bool:
+    """The row's worst case is over fewer columns than the grid has."""
+    return self.all_columns is not None and self.present(row) < len(
+        self.all_columns)
 
   @property
   def title(self) -> str:
@@ -243,7 +296,8 @@ def summarize(records: Sequence[Record], *, rows: str = "aggregator",
               worst_case: bool = True,
               paper: Optional[paper_results.PaperTable] = None,
               group_fields: Optional[Sequence[str]] = None, ddof: int = 0,
-              configs: Optional[Mapping[str, RunConfig]] = None
+              configs: Optional[Mapping[str, RunConfig]] = None,
+              all_columns: Optional[Sequence[Any]] = None
              ) -> List[Table]:
   """Mean ± std over seeds of ``metric`` per (row, column), per group.
 
@@ -263,6 +317,8 @@ def summarize(records: Sequence[Record], *, rows: str = "aggregator",
       population std; 1: the sample std).
     configs: run id -> RunConfig, to check ``paper``'s conditions (default:
       ``record.result.config`` when present).
+    all_columns: every column value the grid has, so that a row missing
+      some says "worst case over 3 of 5" (default: the columns present).
 
   Returns:
     One ``Table`` per distinct combination of the group fields.
@@ -315,7 +371,9 @@ def summarize(records: Sequence[Record], *, rows: str = "aggregator",
       if config is not None and paper.matches(config.to_dict()):
         attached = paper
     tables.append(Table(group, rows, columns, metric, row_order, col_order,
-                        cells, worst, baselines, sorted(seeds), attached))
+                        cells, worst, baselines, sorted(seeds), attached,
+                        None if all_columns is None else list(all_columns),
+                        ddof))
   return tables
 
 
@@ -364,8 +422,10 @@ def _grid_of_text(table: Table) -> Tuple[List[str], List[List[str]], List[str]]:
         format_stat(table.cells.get((row, c))) for c in table.columns]
     if table.worst:
       col, stat = table.worst.get(row, (None, None))
-      line.append(f"{format_stat(stat)} ({display(table.column_field, col)})"
-                  if stat is not None else "")
+      over = (f"; {table.present(row)} of {len(table.all_columns)}"
+              if table.partial(row) else "")
+      line.append(f"{format_stat(stat)} ({display(table.column_field, col)}"
+                  f"{over})" if stat is not None else "")
     body.append(line)
     if paper is not None and row in paper.cells:
       line = ["  paper"] + [
@@ -389,10 +449,17 @@ def _grid_of_text(table: Table) -> Tuple[List[str], List[List[str]], List[str]]:
 
 def _caption(table: Table) -> str:
   seeds = ", ".join(map(str, table.seeds))
-  text = (f"{metric_text(table.metric)}, mean ± std over {len(table.seeds)} "
-          f"seed(s) ({seeds})")
+  std = {0: "population std", 1: "sample std"}.get(table.ddof,
+                                                   f"std, ddof = {table.ddof}")
+  text = (f"{metric_text(table.metric)}, mean ± {std} over "
+          f"{len(table.seeds)} seed(s) ({seeds})")
   if table.worst:
     text += f"; worst case = the {table.column_field} of least mean"
+    partial = [r for r in table.rows if table.partial(r)]
+    if partial:
+      text += (f" (\"k of {len(table.all_columns)}\": over the k "
+               f"{table.column_field}s saved so far; {len(partial)} row(s) "
+               f"incomplete)")
   if table.paper is not None:
     text += f"; 'paper' rows: {table.paper.source}"
   return text
@@ -430,11 +497,15 @@ def format_markdown(tables: Sequence[Table], *, title: str = "") -> str:
   return "\n".join(out).rstrip() + "\n"
 
 
+_TEX_ESCAPES = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%",
+                "$": "\\$", "#": "\\#", "_": "\\_", "{": "\\{", "}": "\\}",
+                "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
+                "±": "$\\pm$"}
+
+
 def _tex(text: str) -> str:
-  text = text.replace("\\", "\\textbackslash{}")
-  for ch in "&%$#_{}":
-    text = text.replace(ch, "\\" + ch)
-  return text.replace("±", "$\\pm$")
+  """Text as LaTeX: every special character escaped, in one pass."""
+  return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
 
 def format_latex(tables: Sequence[Table]) -> str:

@@ -11,7 +11,6 @@ second process out.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ import time
 from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple, Optional,
                     Sequence, Tuple)
 
+from byzjax.files import atomic_open
 from byzjax.grid import (FORMAT_VERSION, Grid, GridError, Run,
                          config_from_dict, fingerprint, plain, run_digest)
 from byzjax.train import RunResult
@@ -39,31 +39,49 @@ class GridMismatchError(GridError):
   """The output folder holds results of a different grid."""
 
 
+class OutputFolderError(GridError):
+  """The output folder cannot be created or written (named, with why)."""
+
+
+def check_output_folder(out_dir: str) -> bool:
+  """Creates ``out_dir`` if needed and checks that files can be written in it.
+
+  Run before any long work, so that a folder under a file, without write
+  permission, on a read-only or full filesystem fails at once.
+
+  Returns:
+    Whether the folder was created by this call.
+
+  Raises:
+    OutputFolderError: naming the folder and the reason.
+  """
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise OutputFolderError(f"output folder {out_dir!r} is a file; pass a "
+                            f"folder (--out DIR, out_dir=...)")
+  created = not os.path.exists(out_dir)
+  try:
+    os.makedirs(out_dir, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=out_dir, prefix=".write-test-")
+    try:
+      os.write(fd, b"byzjax")
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+      os.unlink(probe)
+  except OSError as err:
+    if created:
+      shutil.rmtree(out_dir, ignore_errors=True)
+    reason = err.strerror or type(err).__name__
+    if isinstance(err, (NotADirectoryError, FileExistsError)):
+      reason = "a part of the path is a file, not a folder"
+    raise OutputFolderError(
+        f"cannot write into output folder {out_dir!r} ({reason}); pass a "
+        f"folder you can write to (--out DIR, out_dir=...)") from None
+  return created
+
+
 class FolderBusyError(RuntimeError):
   """Another process is writing to the output folder."""
-
-
-@contextlib.contextmanager
-def atomic_open(path: str) -> Iterator[io.TextIOBase]:
-  """A text file that replaces ``path`` (``os.replace``) only when complete.
-
-  A reader (or a resumed grid) sees the old file or the new one, never a
-  partial one; on an exception the temporary file is removed.
-  """
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
-                             suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-      yield fh
-      fh.flush()
-      os.fsync(fh.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
 
 
 def atomic_write(path: str, text: str) -> None:
@@ -417,7 +435,7 @@ def claim(out_dir: str, run_id: str, seed: int, *,
   path = os.path.join(folder, f"seed-{seed}.claim")
   for attempt in range(2):
     try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
     except FileExistsError:
       if attempt or not _reclaim_if_stale(out_dir, path, stale_after):
         return None

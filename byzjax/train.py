@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import sys
 import time
 from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Protocol,
@@ -58,7 +59,9 @@ import optax
 
 from byzjax import aggregators
 from byzjax import data as data_lib
+from byzjax import logs
 from byzjax import models
+from byzjax import progress as progress_lib
 from byzjax import transforms
 from byzjax import sharding
 from byzjax import workers as workers_lib
@@ -676,9 +679,10 @@ class Experiment:
                     evaluate=jit_eval, batched=batched, seeds=input_seeds)
 
   def run(self, *, seeds: Optional[Sequence[int]] = None,
-          progress: Optional[Callable[[int], None]] = None,
+          progress: progress_lib.Progress = None,
           on_result: Optional[Callable[[RunResult], None]] = None,
-          checkpoints: Optional[Checkpoints] = None
+          checkpoints: Optional[Checkpoints] = None,
+          log: Optional[Any] = None
          ) -> List[RunResult]:
     """Trains seeds of the config; returns one ``RunResult`` each, in order.
 
@@ -688,20 +692,34 @@ class Experiment:
     Args:
       seeds: the seeds to train, a subset of ``config.seeds`` (default: all).
         A seed's numbers do not depend on which others are trained.
-      progress: called with the number of rounds just completed (summed over
-        seeds), e.g. a tqdm bar's ``update``.
+      progress: None (default): a tqdm bar when a terminal or a notebook
+        shows the output; True / False: a bar or none; or a callable, given
+        the number of rounds just completed (summed over seeds).
       on_result: called with each ``RunResult`` as soon as its seed is done
         (sequential seeds: one at a time; vmapped seeds: all at the end), so
         that a caller can persist it at once.
       checkpoints: where to save the run in progress between evaluations
         and restart it from (``store.OrbaxCheckpoints``); a restored run ends
         with exactly the numbers of an uninterrupted one.
+      log: where to write the curves as they come (``logs.make``:
+        TensorBoard, W&B), or None.
 
     Returns:
       The results.
     """
     c = self.config
     seeds = list(c.seeds if seeds is None else seeds)
+    progress, close_bar = progress_lib.resolve(
+        progress, c.steps * len(seeds), f"{c.aggregator} vs {c.attack}")
+    try:
+      return self._run(seeds, progress, on_result, checkpoints, log)
+    finally:
+      close_bar()
+      if log is not None:
+        log.close()
+
+  def _run(self, seeds, progress, on_result, checkpoints, log):
+    c = self.config
     programs = self.programs(seeds)
     runs = programs.inputs
     lengths = _chunk_lengths(c.steps, c.eval_every)
@@ -728,11 +746,21 @@ class Experiment:
           progress(sum(lengths[:done]) * width)
       else:
         accuracies = [compiled_eval(state, data)]
+        if log is not None:
+          acc0 = np.atleast_1d(sharding.to_host(accuracies[0]))
+          for j, seed in enumerate(input_seeds):
+            log.evaluation(seed, 0, float(acc0[j]))
       for i in range(done, len(lengths)):
         k = lengths[i]
         state, m, acc = compiled[k](state, data)
         accuracies.append(acc)
         metrics.append(m)
+        if log is not None:
+          host = jax.tree.map(lambda a: np.asarray(sharding.to_host(a)), m)
+          log.chunk(input_seeds, sum(lengths[:i]),
+                    {name: np.reshape(getattr(host, name), (-1, k))
+                     for name in RoundMetrics._fields},
+                    np.atleast_1d(sharding.to_host(acc)))
         if progress is not None:
           jax.block_until_ready(acc)
           progress(k * width)
@@ -791,8 +819,9 @@ def _chunk_lengths(steps: int, every: int) -> List[int]:
 
 def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
           execution: Optional[Execution] = None,
-          progress: Optional[Callable[[int], None]] = None,
-          on_result: Optional[Callable[[RunResult], None]] = None
+          progress: progress_lib.Progress = None,
+          on_result: Optional[Callable[[RunResult], None]] = None,
+          log: Sequence[str] = (), log_dir: str = os.path.join("runs", "logs")
          ) -> List[RunResult]:
   """Builds the experiment and trains every seed of ``config``.
 
@@ -800,8 +829,12 @@ def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
     config: the run configuration.
     dataset: an already loaded dataset (default: loaded by name).
     execution: how to compute it (``Execution``; never changes the numbers).
-    progress: called with the number of rounds completed since the last call.
+    progress: None (default): a tqdm bar when a terminal or a notebook shows
+      the output; False: none; or a callable given the rounds just done.
     on_result: called with each seed's ``RunResult`` as soon as it is done.
+    log: "tensorboard" and/or "wandb" (``byzjax.logs``; default none).
+    log_dir: where the TensorBoard event files (one folder per seed) and
+      W&B's files go.
 
   Returns:
     One ``RunResult`` per seed.
@@ -812,4 +845,6 @@ def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
   exp = Experiment(config, dataset=dataset, execution=execution)
   if exp.layout is not None and sharding.is_leader():
     print(f"byzjax: {exp.layout.describe()}", file=sys.stderr)
-  return exp.run(progress=progress, on_result=on_result)
+  logger = logs.make(log, log_dir=log_dir, config=config.to_dict(),
+                     name=f"{config.aggregator}-{config.attack}") if log else None
+  return exp.run(progress=progress, on_result=on_result, log=logger)

@@ -336,7 +336,7 @@ def test_markdown_and_csv_tables_match_hand_checked_values():
   assert cells[3] == ["NNM + Krum", "85.00 ± 5.00", "70.00 ± 0.00",
                       "70.00 ± 0.00 (SF)"]
   assert "D-SHB (f = 0): 97.00 ± 1.00" in md
-  assert "mean ± std over 2 seed(s) (1, 2)" in md
+  assert "mean ± population std over 2 seed(s) (1, 2)" in md
   rows = ex.table_rows(tables)
   got = {(r["row"], r["column"]): (r["mean"], r["std"], r["worst_of"])
          for r in rows}

@@ -17,6 +17,8 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
   text = "\n".join(out.get("text", "") for cell in nb.cells
                    if cell.cell_type == "code" for out in cell.get("outputs", []))
   assert "finite: True" in text
+  # Progress bars without ipywidgets: tqdm's text bar, no TqdmWarning.
+  assert "IProgress not found" not in text and "TqdmWarning" not in text
   assert "NNM + CWTM" in text  # the results table
   assert (tmp_path / "runs" / "quickstart" / "curves.png").stat().st_size > 0
   errors = [out for cell in nb.cells if cell.cell_type == "code"

@@ -1,0 +1,220 @@
+"""Every failure a user can cause or meet gives one line on stderr naming the
+value or file and what would be valid, exit status 2, before any training,
+and leaves no partial file (issue 15's list, case by case)."""
+
+import errno
+import gzip
+import os
+import stat
+
+import pytest
+
+from byzjax import cli
+from byzjax import files
+
+TINY = ["--dataset", "digits", "--model", "logistic_regression", "--n", "5",
+        "--f", "1", "--split", "iid", "--steps", "2", "--eval-every", "1",
+        "--batch-size", "4", "--no-compile-cache", "--no-plots",
+        "--no-progress", "--agg", "trimmed_mean", "--attack", "sign_flip",
+        "--no-baseline"]
+MNIST = ["--dataset", "mnist", "--model", "logistic_regression", "--n", "5",
+         "--f", "1", "--split", "iid", "--steps", "2", "--no-compile-cache",
+         "--no-plots", "--no-progress", "--agg", "mean", "--attack",
+         "sign_flip", "--no-baseline"]
+
+
+def _file(tmp):
+  path = tmp / "a_file"
+  path.write_text("x")
+  return str(path)
+
+
+def _garbage_idx(tmp):
+  folder = tmp / "idx"
+  folder.mkdir()
+  for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    (folder / f"{name}.gz").write_bytes(b"<html>not found</html>")
+  return str(folder)
+
+
+def _truncated_idx(tmp):
+  folder = tmp / "idx"
+  folder.mkdir()
+  header = bytes([0, 0, 8, 3]) + (60000).to_bytes(4, "big") + (28).to_bytes(
+      4, "big") * 2
+  for name in ("train-images-idx3-ubyte", "t10k-images-idx3-ubyte"):
+    with gzip.open(folder / f"{name}.gz", "wb") as fh:
+      fh.write(header + bytes(100))
+  for name in ("train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+    with gzip.open(folder / f"{name}.gz", "wb") as fh:
+      fh.write(bytes([0, 0, 8, 1]) + (60000).to_bytes(4, "big") + bytes(60000))
+  return str(folder)
+
+
+def _damaged_tfds(tmp):
+  version = tmp / "tfds" / "mnist" / "3.0.1"
+  version.mkdir(parents=True)
+  (version / "dataset_info.json").write_text("{not json")
+  for split in ("train", "test"):
+    (version / f"mnist-{split}.array_record-00000-of-00001").write_bytes(b"xx")
+  return str(tmp / "tfds")
+
+
+def _folder(tmp):
+  (tmp / "settings").mkdir()
+  return str(tmp / "settings")
+
+
+# (id, argv builder (tmp -> argv), expected text in the one line)
+CASES = [
+    ("out-under-a-file", lambda t: ["run", *TINY, "--out", _file(t) + "/sub"],
+     "cannot write into output folder"),
+    ("out-is-a-file", lambda t: ["run", *TINY, "--out", _file(t)],
+     "is a file; pass a folder"),
+    ("out-cannot-exist", lambda t: ["run", *TINY, "--out", "/proc/self/x/y"],
+     "cannot write into output folder '/proc/self/x/y'"),
+    ("data-dir-not-gzip", lambda t: ["run", *MNIST, "--data-dir",
+                                     _garbage_idx(t), "--out", str(t / "o")],
+     "train-images-idx3-ubyte.gz' cannot be read as a gzipped IDX file"),
+    ("data-dir-truncated", lambda t: ["run", *MNIST, "--data-dir",
+                                      _truncated_idx(t), "--out", str(t / "o")],
+     "a truncated file?"),
+    ("damaged-tfds", lambda t: ["run", *MNIST, "--data-dir", _damaged_tfds(t),
+                                "--out", str(t / "o")],
+     "the tensorflow-datasets copy"),
+    ("data-missing", lambda t: ["run", *MNIST, "--data-dir", _folder(t),
+                                "--out", str(t / "o")],
+     "byzjax data prepare mnist --from DIR"),
+    ("config-is-a-folder", lambda t: ["run", "--config", _folder(t)],
+     "is a folder; expected a .json or .toml file"),
+    ("config-missing", lambda t: ["run", "--config", str(t / "nope.toml")],
+     "no such file"),
+    ("sweep-config-is-a-folder", lambda t: ["sweep", _folder(t)],
+     "is a folder; give a grid config file"),
+    ("bad-json", lambda t: ["run", *TINY, "--set",
+                            'aggregator_args={"krum": {', "--out", str(t / "o")],
+     "--set aggregator_args={\"krum\": {: not valid JSON"),
+    ("alpha-axis-with-iid", lambda t: ["run", *TINY, "--alpha", "0.1", "1",
+                                       "--out", str(t / "o")],
+     "--alpha 0.1 1.0: alpha is read only by the Dirichlet splits"),
+    ("alpha-with-iid", lambda t: ["run", *TINY, "--alpha", "0.5",
+                                  "--out", str(t / "o")],
+     "split 'iid' ignores it"),
+    ("data-dir-with-digits", lambda t: ["run", *TINY, "--data-dir", str(t),
+                                        "--out", str(t / "o")],
+     "is not read by dataset 'digits'"),
+    ("abbreviated-flag", lambda t: ["run", *TINY, "--step", "3"],
+     "unrecognized arguments: --step 3"),
+    ("unknown-log", lambda t: ["run", *TINY, "--log", "mlflow"],
+     "argument --log: invalid choice: 'mlflow'"),
+    ("prepare-missing", lambda t: ["data", "prepare", "mnist", "--from",
+                                   _folder(t), "--to", str(t / "home")],
+     "holds no IDX files"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_one_line_exit_2_nothing_written(case, tmp_path, capsys):
+  name, argv, expected = case
+  argv = argv(tmp_path)
+  before = sorted(p.name for p in tmp_path.iterdir())
+  try:
+    status = cli.main(argv)
+  except SystemExit as exit_:  # argparse's own errors
+    status = exit_.code
+  err = capsys.readouterr().err
+  lines = [l for l in err.splitlines() if l.strip()
+           and not l.startswith(("usage:", "       "))
+           and not l.startswith("grid run:")]
+  assert status == 2, err
+  assert len(lines) == 1, err
+  assert "Traceback" not in err
+  assert expected in lines[0], lines[0]
+  # Nothing half-written: no output folder, no temporary file.
+  assert not (tmp_path / "o").exists()
+  assert not (tmp_path / "home" / "mnist").exists()
+  after = sorted(p.name for p in tmp_path.iterdir())
+  assert set(after) - set(before) <= {"a_file", "idx", "tfds", "settings"}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_out(tmp_path, capsys):
+  locked = tmp_path / "locked"
+  locked.mkdir()
+  locked.chmod(stat.S_IRUSR | stat.S_IXUSR)
+  try:
+    assert cli.main(["run", *TINY, "--out", str(locked / "o")]) == 2
+  finally:
+    locked.chmod(stat.S_IRWXU)
+  err = capsys.readouterr().err.strip()
+  assert "cannot write into output folder" in err and "Permission denied" in err
+
+
+def _enospc_for(predicate, monkeypatch):
+  real = os.fsync
+
+  def fsync(fd):
+    if predicate(os.readlink(f"/proc/self/fd/{fd}")):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real(fd)
+
+  monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_full_disk_at_start(tmp_path, capsys, monkeypatch):
+  _enospc_for(lambda path: True, monkeypatch)
+  out = tmp_path / "o"
+  assert cli.main(["run", *TINY, "--out", str(out)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err == (f"byzjax run: error: cannot write into output folder "
+                 f"{str(out)!r} (No space left on device); pass a folder you "
+                 f"can write to (--out DIR, out_dir=...)")
+  assert not out.exists()
+
+
+def test_full_disk_while_saving_a_result(tmp_path, capsys, monkeypatch):
+  _enospc_for(lambda path: f"{os.sep}results{os.sep}" in path, monkeypatch)
+  out = tmp_path / "o"
+  assert cli.main(["run", *TINY, "--out", str(out)]) == 2
+  err = [l for l in capsys.readouterr().err.splitlines()
+         if l.startswith("byzjax")]
+  assert len(err) == 1 and err[0].startswith(
+      "byzjax run: error: no space left on the device writing"), err
+  assert "the same command resumes" in err[0]
+  leftovers = [os.path.join(d, f) for d, _, fs in os.walk(out) for f in fs
+               if f.startswith(".tmp-") or f.endswith(".json.tmp")]
+  assert not leftovers
+  assert not any(f for _, _, fs in os.walk(out / "results") for f in fs)
+
+
+def test_files_follow_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    with files.atomic_open(str(tmp_path / "a.txt")) as fh:
+      fh.write("x")
+    os.umask(0o077)
+    with files.atomic_open(str(tmp_path / "b.bin"), "wb") as fh:
+      fh.write(b"x")
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o644
+  assert stat.S_IMODE(os.stat(tmp_path / "b.bin").st_mode) == 0o600
+
+
+def test_version(capsys):
+  assert cli.main(["--version"]) == 0
+  out = capsys.readouterr().out.strip()
+  import byzjax
+  assert out.startswith(f"byzjax {byzjax.__version__} (jax ")
+
+
+def test_grid_refuses_an_alpha_axis_its_split_ignores():
+  from byzjax import experiments as ex
+  from byzjax import train
+  base = train.RunConfig(dataset="digits", model="mlp", n=5, f=1, split="iid",
+                         steps=2)
+  grid = ex.Grid("g", base, axes={"alpha": [0.1, 1.0]})
+  with pytest.raises(ex.GridError, match=r"split 'iid' ignores it"):
+    ex.check(grid)
+  ex.check(grid.override(split="dirichlet"))  # read there: fine
