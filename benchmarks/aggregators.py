@@ -160,6 +160,10 @@ def numpy_table(shapes, f_of, reps):
     for name in NUMPY_RULES:
       if name == "nnm" and n > 300:
         continue  # an (n, n) argsort of 1,000 rows: not the point here
+      # OpenBLAS's threads spin for a while after NumPy's last product and
+      # take the cores from XLA: byzjax is timed after a pause, each rule's
+      # NumPy form after byzjax's.
+      time.sleep(0.5)
       ours = time_call(build([name], f), xj, reps)
       theirs = time_numpy(lambda: numpy_rule(name, x, f), reps)
       print(f"{name:16s}{n:6d}{d:10,d}{ours * 1e3:12.1f}{theirs * 1e3:11.1f}"

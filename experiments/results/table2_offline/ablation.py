@@ -1,0 +1,176 @@
+"""What each protocol choice of the offline Table 2 does, choice by choice.
+
+``experiments/table2_offline.py`` follows the protocol of the authors'
+group's code where the paper is silent. This script sets each choice beside
+its reversal, on the cells the choice can move, from saved results only
+(nothing is trained here):
+
+* evaluation every 5 rounds (the protocol) against every 50: read off the
+  runs of ``table2_offline`` themselves (evaluating does not touch training:
+  the every-50 maximum is the maximum over the evaluations at multiples of
+  50);
+* the greedy line search of the optimized ALIE / FOE against the grid search
+  (``table2_offline_grid_attacks``: attacks ``optimized_*_grid``);
+* attackers with their own randomness against attackers that know the
+  server's Bucketing permutation, LF sent raw against LF through the worker
+  momentum, Mimic's 100-step warm-up against 1 step
+  (``table2_offline_ablation``: ``attack_args`` of each reversal).
+
+Each table: maximum test accuracy (%) of seed-by-seed means, protocol /
+reverted, and the difference; worst cases over the attacks present.
+
+  python experiments/results/table2_offline/ablation.py \
+      [--main DIR] [--grid-attacks DIR] [--ablation DIR] [--out FILE]
+
+Defaults: this folder, and its ``grid_attacks/`` and ``ablation/``
+subfolders; missing folders are skipped and said so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from byzjax import experiments as ex
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EVERY = 50  # the reverted evaluation period (rounds)
+
+
+def _key(record) -> Tuple[str, str, str]:
+  s = record.settings
+  args = s.get("attack_args", record.result.config.attack_args)
+  return (s.get("aggregator", record.result.config.aggregator),
+          s.get("attack", record.result.config.attack),
+          json.dumps(ex.plain(args or {}), sort_keys=True))
+
+
+def max_every(result, every: int) -> float:
+  """Maximum test accuracy over the evaluations at multiples of ``every``
+  (and the last round), as if the run had been evaluated only there."""
+  steps = np.asarray(result.eval_steps)
+  acc = np.asarray(result.test_accuracy, np.float64)
+  keep = (steps % every == 0) | (steps == steps.max())
+  return float(acc[keep].max())
+
+
+def _means(records, value) -> Dict[Tuple[str, str, str], Tuple[float, int]]:
+  cells: Dict[Tuple[str, str, str], List[float]] = {}
+  for r in records:
+    if r.kind == "grid":
+      cells.setdefault(_key(r), []).append(100.0 * value(r.result))
+  return {k: (float(np.mean(v)), len(v)) for k, v in cells.items()}
+
+
+def _table(title: str, rows: Sequence[str], columns: Sequence[str],
+           ours: Dict[Tuple[str, str], float],
+           reverted: Dict[Tuple[str, str], float], note: str) -> str:
+  """Markdown: one cell per (row, column) present in both, 'a / b (+d)'."""
+  disp = lambda field, v: ex.display(field, v)
+  head = ["aggregator \\ attack"] + [disp("attack", c) for c in columns] + [
+      "worst case"]
+  lines = [f"### {title}", "", note, "",
+           "| " + " | ".join(head) + " |",
+           "| :-- | " + " | ".join("--:" for _ in head[1:]) + " |"]
+  for row in rows:
+    cells, worst_a, worst_b = [], [], []
+    for col in columns:
+      a, b = ours.get((row, col)), reverted.get((row, col))
+      if a is None or b is None:
+        cells.append("")
+        continue
+      cells.append(f"{a:.2f} / {b:.2f} ({b - a:+.2f})")
+      worst_a.append(a)
+      worst_b.append(b)
+    if not worst_a:
+      continue
+    wa, wb = min(worst_a), min(worst_b)
+    over = (f"; {len(worst_a)} of {len(columns)}"
+            if len(worst_a) < len(columns) else "")
+    lines.append(f"| {disp('aggregator', row)} | " + " | ".join(cells)
+                 + f" | {wa:.2f} / {wb:.2f} ({wb - wa:+.2f}{over}) |")
+  return "\n".join(lines) + "\n"
+
+
+def _load(folder: Optional[str], what: str, missing: List[str]):
+  if folder is None or not os.path.isfile(os.path.join(folder, ex.GRID_FILE)):
+    missing.append(f"{what}: no results in {folder}")
+    return None
+  return ex.load_grid_results(folder)
+
+
+def report(main: str, grid_attacks: Optional[str], ablation: Optional[str]
+          ) -> str:
+  """The ablation tables as Markdown (see the module docstring)."""
+  missing: List[str] = []
+  base = _load(main, "table2_offline", missing)
+  if base is None:
+    raise SystemExit(f"no table2_offline results in {main}")
+  rows = list(dict.fromkeys(r.settings["aggregator"] for r in base.records
+                            if r.kind == "grid"))
+  by_cell = lambda means: {(k[0], k[1]): v[0] for k, v in means.items()}
+  protocol = by_cell(_means(base.records, lambda r: ex.metric_value(
+      r, "max_accuracy")))
+  seeds = sorted({r.seed for r in base.records})
+  out = ["# Offline Table 2: each protocol choice beside its reversal",
+         "", f"Seeds {', '.join(map(str, seeds))} of table2_offline (means over "
+         f"the seeds each cell has); cells: protocol / reverted (reverted - "
+         f"protocol), maximum test accuracy (%).", ""]
+  columns = list(dict.fromkeys(r.settings["attack"] for r in base.records
+                               if r.kind == "grid"))
+  every = by_cell(_means(base.records, lambda r: max_every(r, EVERY)))
+  out.append(_table(
+      f"Evaluation every 5 rounds / every {EVERY}", rows, columns, protocol,
+      every, f"Read off the same runs: the maximum over the evaluations at "
+      f"multiples of {EVERY} (and round T) instead of every 5."))
+  grid = _load(grid_attacks, "table2_offline_grid_attacks", missing)
+  if grid is not None:
+    searched = by_cell(_means(grid.records, lambda r: ex.metric_value(
+        r, "max_accuracy")))
+    renamed = {(a, c.removesuffix("_grid")): v for (a, c), v in searched.items()}
+    out.append(_table(
+        "Greedy line search / grid search (21 etas in [0, 10])", rows,
+        ["optimized_alie", "optimized_foe"], protocol, renamed,
+        "The optimized ALIE and FOE choosing eta each round by the authors' "
+        "greedy line search (protocol) or by the best of a fixed grid."))
+  abl = _load(ablation, "table2_offline_ablation", missing)
+  if abl is not None:
+    means = _means(abl.records, lambda r: ex.metric_value(r, "max_accuracy"))
+    for args, title, note in (
+        ('{"knows_server_randomness": true}',
+         "Own randomness / the server's Bucketing permutation",
+         "The optimized attacks simulate Bucketing with a permutation of "
+         "their own (protocol) or with the server's."),
+        ('{"momentum": true}', "LF sent raw / through the worker momentum",
+         "Label flipping sends the flipped gradient raw (protocol) or passes "
+         "it through the worker momentum."),
+        ('{"warmup": 1}', "Mimic warm-up 100 rounds / 1 round",
+         "Mimic learns its direction for 100 rounds (protocol) or 1.")):
+      reverted = {(k[0], k[1]): v[0] for k, v in means.items() if k[2] == args}
+      cols = list(dict.fromkeys(c for _, c in reverted))
+      out.append(_table(title, rows, cols, protocol, reverted, note))
+  if missing:
+    out.append("Not yet available: " + "; ".join(missing) + ".")
+  return "\n".join(out)
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--main", default=HERE)
+  p.add_argument("--grid-attacks", default=os.path.join(HERE, "grid_attacks"))
+  p.add_argument("--ablation", default=os.path.join(HERE, "ablation"))
+  p.add_argument("--out", default=os.path.join(HERE, "ablation.md"))
+  args = p.parse_args(argv)
+  text = report(args.main, args.grid_attacks, args.ablation)
+  print(text)
+  if args.out:
+    ex.atomic_write(args.out, text)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
