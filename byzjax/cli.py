@@ -53,7 +53,8 @@ def _demo_inputs(n: int, f: int, d: int, seed: int):
 
 
 def demo(argv: Optional[List[str]] = None) -> int:
-  p = argparse.ArgumentParser(allow_abbrev=False, prog="byzjax demo", description=(
+  p = argparse.ArgumentParser(
+      allow_abbrev=False, prog="byzjax demo", description=(
       "Every rule on n worker vectors of which the last f are Byzantine: the "
       "distance of the aggregate from the honest mean, per attack."))
   p.add_argument("--n", type=int, default=17)
@@ -269,7 +270,8 @@ def _run_default(field: str) -> Any:
 
 def run_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      allow_abbrev=False, prog="byzjax run", formatter_class=argparse.RawDescriptionHelpFormatter,
+      allow_abbrev=False, prog="byzjax run",
+      formatter_class=argparse.RawDescriptionHelpFormatter,
       description=(
           "Train every aggregation rule against every attack, print the table"
           " of maximum test accuracy (mean ± std over seeds) with the worst "

@@ -281,6 +281,12 @@ class Table:
     """How many columns of ``row`` hold results."""
     return sum((row, c) in self.cells for c in self.columns)
 
+  def agrees(self, stat: Optional[Stat], paper_cell: Any) -> Optional[bool]:
+    """Whether a published mean lies within our mean ± 2 standard errors
+    (2 s / sqrt(k), s the sample std over our k seeds); None with fewer than
+    two seeds or no published cell."""
+    return agrees(stat, paper_cell, self.ddof)
+
   def partial(self, row: Any) -> bool:
     """The row's worst case is over fewer columns than the grid has."""
     return self.all_columns is not None and self.present(row) < len(
@@ -289,6 +295,22 @@ class Table:
   @property
   def title(self) -> str:
     return describe(self.group)
+
+
+def agrees(stat: Optional[Stat], paper_cell: Any, ddof: int = 0
+          ) -> Optional[bool]:
+  """|paper mean - our mean| <= 2 s / sqrt(k), s our sample std over k seeds
+  (``stat.std`` has delta degrees of freedom ``ddof``); None when k < 2 or
+  either side is missing."""
+  if stat is None or paper_cell is None or stat.count < 2 or not math.isfinite(
+      stat.std):
+    return None
+  k = stat.count
+  sample = stat.std * math.sqrt((k - ddof) / (k - 1))
+  return abs(paper_cell.mean - stat.mean) <= 2.0 * sample / math.sqrt(k)
+
+
+OUTSIDE_MARK = "*"
 
 
 def summarize(records: Sequence[Record], *, rows: str = "aggregator",
@@ -428,15 +450,19 @@ def _grid_of_text(table: Table) -> Tuple[List[str], List[List[str]], List[str]]:
                   f"{over})" if stat is not None else "")
     body.append(line)
     if paper is not None and row in paper.cells:
+      def mark(c, stat):
+        return OUTSIDE_MARK if table.agrees(stat, c) is False else ""
       line = ["  paper"] + [
-          (c.text if (c := paper.cell(row, col)) is not None else "")
+          (c.text + mark(c, table.cells.get((row, col)))
+           if (c := paper.cell(row, col)) is not None else "")
           for col in table.columns]
       if table.worst:
         # The printed worst case is over the paper's attacks: shown only
         # where the table has exactly those columns.
         w = paper.worst_case.get(row)
         same = set(paper.cells[row]) == set(table.columns)
-        line.append(w.text if w is not None and same else "")
+        ours = table.worst.get(row, (None, None))[1]
+        line.append(w.text + mark(w, ours) if w is not None and same else "")
       body.append(line)
   notes = []
   for label, stat in table.baselines:
@@ -462,6 +488,9 @@ def _caption(table: Table) -> str:
                f"incomplete)")
   if table.paper is not None:
     text += f"; 'paper' rows: {table.paper.source}"
+    if len(table.seeds) >= 2:
+      text += (f"; {OUTSIDE_MARK}: the paper's mean lies outside our mean ± 2 "
+               f"sample std / sqrt({len(table.seeds)})")
   return text
 
 
@@ -539,7 +568,8 @@ def table_rows(tables: Sequence[Table]) -> List[Dict[str, Any]]:
 
   Columns: the group fields, ``row`` (method), ``column`` (attack, "worst
   case" or "baseline"), ``worst_of`` (the attack of the worst case),
-  ``metric``, ``mean``, ``std``, ``seeds``, ``paper_mean``, ``paper_std``.
+  ``metric``, ``mean``, ``std``, ``seeds``, ``paper_mean``, ``paper_std``,
+  ``paper_within_2se`` (``agrees``: true / false, empty when undecided).
   """
   fields = []
   for t in tables:
@@ -555,7 +585,9 @@ def table_rows(tables: Sequence[Table]) -> List[Dict[str, Any]]:
                   "std": round(stat.std, 4) if math.isfinite(stat.std) else "",
                   "seeds": stat.count,
                   "paper_mean": paper_cell.mean if paper_cell else "",
-                  "paper_std": paper_cell.std if paper_cell else ""})
+                  "paper_std": paper_cell.std if paper_cell else "",
+                  "paper_within_2se": {None: "", True: "true", False: "false"}[
+                      agrees(stat, paper_cell, t.ddof)]})
 
     for r in t.rows:
       for c in t.columns:

@@ -358,11 +358,22 @@ def test_paper_numbers_beside_ours():
   md = ex.format_markdown([table])
   paper_lines = [l for l in md.splitlines() if l.startswith("|   paper")]
   # The paper's worst case is over its five attacks: not shown for two.
+  # Krum vs ALIE: seeds 20, 30 (mean 25, sample std 7.07, 2 s / sqrt(2) =
+  # 10.0): the paper's 10.19 is 14.8 away, outside, marked; vs SF: seeds 10,
+  # 50 (2 s / sqrt(2) = 40.0): 51.17 is 21.2 away, inside.
   assert [c.strip() for c in paper_lines[0].strip("|").split("|")] == [
-      "paper", "10.19 ± 00.61", "51.17 ± 06.14", ""]
+      "paper", "10.19 ± 00.61*", "51.17 ± 06.14", ""]
+  assert "*: the paper's mean lies outside our mean ± 2 sample std / sqrt(2)" in md
   assert "(paper: D-SHB (f = 0) 98.03 ± 0.70)" in md
   rows = {(r["row"], r["column"]): r for r in ex.table_rows([table])}
   assert rows[("NNM + Krum", "ALIE")]["paper_mean"] == 78.30
+  assert rows[("Krum", "ALIE")]["paper_within_2se"] == "false"
+  assert rows[("Krum", "SF")]["paper_within_2se"] == "true"
+  # NNM + Krum vs ALIE: 80, 90 (2 s / sqrt(2) = 10): 78.30 is 6.7 away.
+  assert rows[("NNM + Krum", "ALIE")]["paper_within_2se"] == "true"
+  sample = ex.summarize(_hand_records(), paper=paper, configs=configs, ddof=1)
+  assert [r["paper_within_2se"] for r in ex.table_rows(sample)] == [
+      r["paper_within_2se"] for r in ex.table_rows([table])]
   five = [_record("krum", a, 1, [0.1, 0.5]) for a in ex.FBM_ATTACKS]
   (full,) = ex.summarize(five, paper=paper, configs={
       r.run_id: configs["krum-sign_flip"] for r in five})
