@@ -4,6 +4,8 @@ plots that keep every curve, partial reports that say so, progress bars."""
 
 import dataclasses
 import gzip
+import importlib.machinery
+import importlib.util
 import os
 import re
 import sys
@@ -195,10 +197,9 @@ def test_wandb_gets_one_run_per_seed(monkeypatch, tmp_path):
 
   fake = types.ModuleType("wandb")
   fake.init = lambda **kwargs: Run(**kwargs)
-  fake.__spec__ = types.SimpleNamespace(name="wandb")
+  # Imported already: find_spec answers from sys.modules.
+  fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
   monkeypatch.setitem(sys.modules, "wandb", fake)
-  monkeypatch.setattr("importlib.util.find_spec",
-                      lambda name, *a: object() if name == "wandb" else None)
   results = train.train(BASE.replace(seeds=(1, 2), aggregator="median"),
                         log=["wandb"], log_dir=str(tmp_path), progress=False)
   assert [c.kwargs["name"] for c in calls] == ["median-sign_flip/seed-1",
@@ -214,7 +215,9 @@ def test_wandb_gets_one_run_per_seed(monkeypatch, tmp_path):
 
 
 def test_log_needs_its_package(monkeypatch, tmp_path):
-  monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+  real = importlib.util.find_spec
+  monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: (
+      None if name == "tensorboardX" else real(name, *a)))
   with pytest.raises(ex.GridError, match=r"pip install 'byzjax\[tensorboard\]'"):
     ex.run_grid(GRID, str(tmp_path / "o"), progress=False, log=["tensorboard"])
   assert not (tmp_path / "o").exists()
