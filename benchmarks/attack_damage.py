@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import jax
@@ -77,17 +78,23 @@ def main() -> None:
   p.add_argument("--n", type=int, default=17)
   p.add_argument("--f", type=int, default=4)
   p.add_argument("--keys", type=int, default=5)
+  p.add_argument("--attacks", help="comma-separated attack names (default all)")
+  p.add_argument("--defences", help="comma-separated defences (default all)")
   args = p.parse_args()
+  attacks = [(a, k) for a, k in ATTACKS
+             if not args.attacks or a in args.attacks.split(",")]
+  defences = [d for d in DEFENCES
+              if not args.defences or d in args.defences.split(",")]
   x = jnp.asarray(honest_rows(args))
   h = args.n - args.f
   s = np.asarray(x[:h], np.float64).mean(0)
   print(f"honest rows: {h} gradients of {args.model} after {args.warmup} "
         f"rounds, d = {x.shape[1]:,}; ||s|| = {np.linalg.norm(s):.4g}; "
-        f"backend {jax.default_backend()}\n")
+        f"backend {jax.default_backend()}\n", flush=True)
   damages, times = {}, {}
-  for name, hyper in ATTACKS:
+  for name, hyper in attacks:
     attack = A.make(name, f=args.f, **hyper)
-    for rule in DEFENCES:
+    for rule in defences:
       composed = AG.compose(rule, f=args.f, n=args.n)
       step = jax.jit(lambda x, st, k, a=attack, c=composed: a.update(
           x, st, aggregate=c.bind(k)))
@@ -105,17 +112,21 @@ def main() -> None:
           else composed(out), np.float64) - s) for k in keys])
       damages[label(name, hyper), rule] = value / np.linalg.norm(s)
       times[label(name, hyper), rule] = statistics.median(runs) * 1e3
-  rows = [label(n, k) for n, k in ATTACKS]
+      print(f"{label(name, hyper)} vs {rule}: damage "
+            f"{damages[label(name, hyper), rule]:.3f}, "
+            f"{times[label(name, hyper), rule]:.1f} ms", file=sys.stderr,
+            flush=True)
+  rows = [label(n, k) for n, k in attacks]
   for title, table, fmt in (("damage ||F(x) - s|| / ||s||", damages, "{:.3f}"),
                             ("attack time per call (ms)", times, "{:.1f}")):
     print(f"**{title}** (rows: attacks; columns: defences)\n")
-    print("| attack | " + " | ".join(rule_lib.display(r) for r in DEFENCES) + " |")
-    print("| --- |" + " ---: |" * len(DEFENCES))
-    best = {d: max(damages[r, d] for r in rows) for d in DEFENCES}
+    print("| attack | " + " | ".join(rule_lib.display(r) for r in defences) + " |")
+    print("| --- |" + " ---: |" * len(defences))
+    best = {d: max(damages[r, d] for r in rows) for d in defences}
     for r in rows:
       text = [("**" + fmt.format(table[r, d]) + "**")
               if table is damages and damages[r, d] == best[d]
-              else fmt.format(table[r, d]) for d in DEFENCES]
+              else fmt.format(table[r, d]) for d in defences]
       print(f"| {r} | " + " | ".join(text) + " |")
     print()
   print("(bold: the strongest attack against each defence.)")
