@@ -93,12 +93,14 @@ def _table(title: str, rows: Sequence[str], columns: Sequence[str],
             if len(worst_a) < len(columns) else "")
     lines.append(f"| {disp('aggregator', row)} | " + " | ".join(cells)
                  + f" | {wa:.2f} / {wb:.2f} ({wb - wa:+.2f}{over}) |")
+  if len(lines) == 6:
+    lines = lines[:4] + ["(no runs saved yet)"]
   return "\n".join(lines) + "\n"
 
 
 def _load(folder: Optional[str], what: str, missing: List[str]):
   if folder is None or not os.path.isfile(os.path.join(folder, ex.GRID_FILE)):
-    missing.append(f"{what}: no results in {folder}")
+    missing.append(f"{what}: no results in {os.path.relpath(folder) if folder else folder}")
     return None
   return ex.load_grid_results(folder)
 
