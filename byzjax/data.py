@@ -384,11 +384,15 @@ def _prepared_folder(name: str, data_dir: Optional[str]) -> Optional[str]:
   return None
 
 
-def _read_prepared(folder: str, split: str) -> Tuple[np.ndarray, np.ndarray]:
+def _read_prepared(folder: str, split: str, *, images: bool = True
+                  ) -> Tuple[Optional[np.ndarray], np.ndarray]:
+  """A prepared split; ``images=False`` reads the labels only (np.load
+  reads each array of the file on access)."""
   path = os.path.join(folder, f"{split}.npz")
   try:
     with np.load(path, allow_pickle=False) as z:
-      return np.asarray(z["images"], np.uint8), np.asarray(z["labels"], np.int32)
+      return (np.asarray(z["images"], np.uint8) if images else None,
+              np.asarray(z["labels"], np.int32))
   except (OSError, ValueError, KeyError, EOFError, zlib.error) as err:
     raise DataError(f"{path!r} cannot be read ({type(err).__name__}: {err}): "
                     f"prepare it again with `byzjax data prepare`") from None
@@ -469,7 +473,8 @@ def prepared() -> List[Tuple[str, str, int, int]]:
   for name in _IMAGE_SHAPES:
     folder = _prepared_folder(name, None)
     if folder is not None and os.path.basename(folder) == name:
-      sizes = [len(_read_prepared(folder, s)[1]) for s in ("train", "test")]
+      sizes = [len(_read_prepared(folder, s, images=False)[1])
+               for s in ("train", "test")]
       out.append((name, folder, *sizes))
   return out
 

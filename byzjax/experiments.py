@@ -259,7 +259,7 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
       if created and leader:  # e.g. data not on disk: leave no folder
         shutil.rmtree(out_dir, ignore_errors=True)
       raise
-  bar = _progress_bar(total, grid.name, stream) if progress and todo else None
+  bar = progress_lib.bar(total, grid.name, stream=stream) if progress and todo else None
   announced = False
   try:
     for i, (run, seeds) in enumerate(todo_runs):
@@ -388,10 +388,6 @@ def _run_text(run: Run) -> str:
   if run.kind == "baseline":
     return run.label
   return ", ".join(display(k, v) for k, v in run.settings.items()) or run.label
-
-
-def _progress_bar(total: int, name: str, stream: Any):
-  return progress_lib.bar(total, name, stream=stream)
 
 
 def write_outputs(results: GridResults, out_dir: Optional[str] = None, *,

@@ -532,7 +532,7 @@ _TEX_ESCAPES = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%",
                 "±": "$\\pm$"}
 
 
-def _tex(text: str) -> str:
+def tex_escape(text: str) -> str:
   """Text as LaTeX: every special character escaped, in one pass."""
   return "".join(_TEX_ESCAPES.get(ch, ch) for ch in text)
 
@@ -547,14 +547,14 @@ def format_latex(tables: Sequence[Table]) -> str:
       out.append(f"% {table.title}")
     out.append("\\begin{tabular}{l" + "r" * (len(header) - 1) + "}")
     out.append("\\toprule")
-    out.append(" & ".join(_tex(h) for h in header) + " \\\\")
+    out.append(" & ".join(tex_escape(h) for h in header) + " \\\\")
     out.append("\\midrule")
     for line in body:
       if line[0] == "  paper":
         cells = ["\\quad\\textcolor{gray}{paper}"] + [
-            f"\\textcolor{{gray}}{{{_tex(c)}}}" if c else "" for c in line[1:]]
+            f"\\textcolor{{gray}}{{{tex_escape(c)}}}" if c else "" for c in line[1:]]
       else:
-        cells = [_tex(c) for c in line]
+        cells = [tex_escape(c) for c in line]
       out.append(" & ".join(cells) + " \\\\")
     out.append("\\bottomrule")
     out.append("\\end{tabular}")

@@ -256,7 +256,7 @@ def test_latex_table_is_well_formed(finished):
 
 def test_tex_escapes_every_special_character():
   from byzjax import results
-  assert results._tex("a\\b_c{d}~e^f&g%h$i#j ±") == (  # noqa: SLF001
+  assert results.tex_escape("a\\b_c{d}~e^f&g%h$i#j ±") == (
       "a\\textbackslash{}b\\_c\\{d\\}\\textasciitilde{}e\\textasciicircum{}f"
       "\\&g\\%h\\$i\\#j $\\pm$")
 
