@@ -245,7 +245,8 @@ class Grid:
     """The grid with base settings changed (``seeds`` sets the grid's seeds).
 
     Raises:
-      ValueError: a setting that is an axis of the grid, or not a field.
+      ValueError: a setting that is an axis of the grid, or not a field; an
+        ``alpha`` that no run of the grid reads (none uses a Dirichlet split).
     """
     seeds = settings.pop("seeds", None)
     for k in settings:
@@ -254,6 +255,14 @@ class Grid:
         raise ValueError(f"{k!r} is an axis of grid {self.name!r} (values "
                          f"{self.values(k)}); it cannot be overridden")
     grid = self.replace(base=self.base.replace(**settings)) if settings else self
+    if settings.get("alpha") is not None:
+      splits = sorted({run.config.split for run in expand(grid)})
+      if not set(splits) & set(data_lib.DIRICHLET_SPLITS):
+        raise ValueError(
+            f"alpha={settings['alpha']}: alpha is read only by the Dirichlet "
+            f"splits ({', '.join(data_lib.DIRICHLET_SPLITS)}), and every run "
+            f"of grid {self.name!r} uses split {' or '.join(map(repr, splits))}; "
+            f"drop alpha or set split=dirichlet too")
     return grid.replace(seeds=tuple(seeds)) if seeds is not None else grid
 
   def tiny(self, *, steps: int = 2, values_per_axis: Optional[int] = 2,

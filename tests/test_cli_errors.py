@@ -4,6 +4,7 @@ and leaves no partial file (issue 15's list, case by case)."""
 
 import errno
 import gzip
+import json
 import os
 import stat
 
@@ -66,6 +67,17 @@ def _folder(tmp):
   return str(tmp / "settings")
 
 
+def _iid_grid(tmp):
+  (tmp / "settings").mkdir()
+  path = tmp / "settings" / "grid.json"
+  path.write_text(json.dumps({
+      "name": "iid-grid",
+      "base": {"dataset": "digits", "model": "logistic_regression", "n": 5,
+               "f": 1, "split": "iid", "alpha": None, "steps": 2},
+      "axes": {"aggregator": ["median"], "attack": ["sign_flip"]}}))
+  return str(path)
+
+
 # (id, argv builder (tmp -> argv), expected text in the one line)
 CASES = [
     ("out-under-a-file", lambda t: ["run", *TINY, "--out", _file(t) + "/sub"],
@@ -101,6 +113,10 @@ CASES = [
     ("alpha-with-iid", lambda t: ["run", *TINY, "--alpha", "0.5",
                                   "--out", str(t / "o")],
      "split 'iid' ignores it"),
+    ("sweep-alpha-with-iid", lambda t: ["sweep", _iid_grid(t), "--set",
+                                        "alpha=0.5", "--out", str(t / "o")],
+     "alpha=0.5: alpha is read only by the Dirichlet splits (dirichlet, "
+     "dirichlet_per_worker), and every run of grid 'iid-grid' uses split 'iid'"),
     ("data-dir-with-digits", lambda t: ["run", *TINY, "--data-dir", str(t),
                                         "--out", str(t / "o")],
      "is not read by dataset 'digits'"),
@@ -218,3 +234,17 @@ def test_grid_refuses_an_alpha_axis_its_split_ignores():
   with pytest.raises(ex.GridError, match=r"split 'iid' ignores it"):
     ex.check(grid)
   ex.check(grid.override(split="dirichlet"))  # read there: fine
+
+
+def test_grid_refuses_an_alpha_override_no_run_reads():
+  from byzjax import experiments as ex
+  from byzjax import train
+  base = train.RunConfig(dataset="digits", model="mlp", n=5, f=1, split="iid",
+                         steps=2)
+  grid = ex.Grid("g", base, axes={"aggregator": ["median", "krum"]})
+  with pytest.raises(ValueError, match=r"every run of grid 'g' uses split 'iid'"):
+    grid.override(alpha=0.3)
+  assert grid.override(alpha=None).base.alpha is None
+  mixed = ex.Grid("m", base, axes={"split": ["iid", "dirichlet"]})
+  assert mixed.override(alpha=0.3).base.alpha == 0.3  # the Dirichlet runs read it
+  assert grid.override(split="dirichlet", alpha=0.3).base.alpha == 0.3
