@@ -1,47 +1,17 @@
 """Tests of byzjax.data: readers, offline sets, splits, sampling, no network."""
 
-import gzip
 import json
 import os
-import struct
 import time
 
 import numpy as np
 import pytest
 
+import idx_files
 from byzjax import data
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                             "datasets", "mnist")
-
-
-def _idx_bytes(array, code):
-  header = struct.pack(">BBBB", 0, 0, code, array.ndim)
-  header += struct.pack(f">{array.ndim}I", *array.shape)
-  return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def _write(path, payload, gz):
-  if gz:
-    with gzip.open(path + ".gz", "wb") as fh:
-      fh.write(payload)
-  else:
-    with open(path, "wb") as fh:
-      fh.write(payload)
-
-
-def _write_idx_folder(folder, rng, n_train=12, n_test=5, gz=True, sep="-"):
-  os.makedirs(folder, exist_ok=True)
-  out = {}
-  for prefix, n in (("train", n_train), ("t10k", n_test)):
-    images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    _write(os.path.join(folder, f"{prefix}-images{sep}idx3-ubyte"),
-           _idx_bytes(images, 0x08), gz)
-    _write(os.path.join(folder, f"{prefix}-labels{sep}idx1-ubyte"),
-           _idx_bytes(labels, 0x08), gz)
-    out[prefix] = (images, labels)
-  return out
 
 
 # ----------------------------------------------------------------- readers
@@ -54,7 +24,7 @@ def test_idx_round_trip(tmp_path, gz):
                       (0x0B, np.int16)):
     array = (rng.normal(size=(3, 4, 5)) * 100).astype(dtype)
     path = str(tmp_path / f"a{code}")
-    _write(path, _idx_bytes(array, code), gz)
+    idx_files.write_file(path, idx_files.idx_bytes(array, code), gz)
     read = data.read_idx(path + (".gz" if gz else ""))
     assert read.dtype == dtype and read.shape == (3, 4, 5)
     np.testing.assert_array_equal(read, array)
@@ -63,14 +33,14 @@ def test_idx_round_trip(tmp_path, gz):
   with pytest.raises(ValueError, match="not an IDX"):
     data.read_idx(str(bad))
   short = tmp_path / "short"
-  short.write_bytes(_idx_bytes(np.zeros((2, 3), np.uint8), 0x08)[:-1])
+  short.write_bytes(idx_files.idx_bytes(np.zeros((2, 3), np.uint8), 0x08)[:-1])
   with pytest.raises(ValueError, match="needs 6 bytes"):
     data.read_idx(str(short))
 
 
 @pytest.mark.parametrize("gz,sep", [(True, "-"), (False, "-"), (False, ".")])
 def test_idx_folder_load(tmp_path, gz, sep):
-  raw = _write_idx_folder(str(tmp_path), np.random.default_rng(1), gz=gz,
+  raw = idx_files.write_mnist_folder(str(tmp_path), np.random.default_rng(1), gz=gz,
                           sep=sep)
   x, y = data.read_idx_folder(str(tmp_path), "test")
   assert x.shape == (5, 28, 28, 1) and x.dtype == np.uint8
@@ -87,7 +57,7 @@ def test_idx_folder_load(tmp_path, gz, sep):
 
 
 def test_idx_folder_in_named_subfolder(tmp_path):
-  _write_idx_folder(str(tmp_path / "fashion_mnist"), np.random.default_rng(2))
+  idx_files.write_mnist_folder(str(tmp_path / "fashion_mnist"), np.random.default_rng(2))
   ds = data.load("fashion_mnist", data_dir=str(tmp_path))
   assert ds.train_x.shape == (12, 28, 28, 1)
 

@@ -3,7 +3,6 @@ own files, pandas DataFrames, TensorBoard / W&B logs, LaTeX that compiles,
 plots that keep every curve, partial reports that say so, progress bars."""
 
 import dataclasses
-import gzip
 import importlib.machinery
 import importlib.util
 import os
@@ -14,6 +13,7 @@ import types
 import numpy as np
 import pytest
 
+import idx_files
 from byzjax import cli
 from byzjax import data as data_lib
 from byzjax import experiments as ex
@@ -39,28 +39,9 @@ def finished(tmp_path_factory):
 # Datasets prepared once: `byzjax data prepare`.
 
 
-def _write_idx(path, array):
-  dtype = {np.uint8: 0x08}[array.dtype.type]
-  header = bytes([0, 0, dtype, array.ndim]) + b"".join(
-      int(s).to_bytes(4, "big") for s in array.shape)
-  with gzip.open(path, "wb") as fh:
-    fh.write(header + array.tobytes())
-
-
-def _mnist_files(folder, rng):
-  folder.mkdir()
-  arrays = {}
-  for prefix, count in (("train", 12), ("t10k", 6)):
-    images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 10, count, dtype=np.uint8)
-    _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
-    _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
-    arrays[prefix] = (images, labels)
-  return arrays
-
-
 def test_prepare_mnist_then_load_by_name(tmp_path, capsys, monkeypatch):
-  arrays = _mnist_files(tmp_path / "downloads", np.random.default_rng(0))
+  arrays = idx_files.write_mnist_folder(str(tmp_path / "downloads"),
+                                        np.random.default_rng(0), n_test=6)
   home = tmp_path / "home"
   assert cli.main(["data", "prepare", "mnist", "--from",
                    str(tmp_path / "downloads"), "--to", str(home)]) == 0
@@ -112,9 +93,10 @@ def test_prepare_refuses_wrong_images(tmp_path):
   folder = tmp_path / "downloads"
   folder.mkdir()
   for prefix in ("train", "t10k"):
-    _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz",
-               np.zeros((4, 32, 32), np.uint8))  # not 28 x 28
-    _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.zeros(4, np.uint8))
+    idx_files.write_file(folder / f"{prefix}-images-idx3-ubyte",  # not 28 x 28
+                         idx_files.idx_bytes(np.zeros((4, 32, 32), np.uint8)))
+    idx_files.write_file(folder / f"{prefix}-labels-idx1-ubyte",
+                         idx_files.idx_bytes(np.zeros(4, np.uint8)))
   with pytest.raises(data_lib.DataError, match=r"expected \(28, 28, 1\)"):
     data_lib.prepare("mnist", str(folder), home=str(tmp_path / "h"))
   assert not (tmp_path / "h").exists()

@@ -13,11 +13,10 @@ import os
 import numpy as np
 import pytest
 
+import idx_files
 from byzjax import cli
 from byzjax import experiments as ex
 from byzjax import train
-
-from test_data import _write_idx_folder
 
 SERIES = ("test_accuracy", "loss", "aggregate_error", "kappa_hat", "eta",
           "learning_rate")
@@ -59,7 +58,7 @@ def _dataset(kind, tmp_path):
     yield {}
   elif kind == "idx":
     folder = str(tmp_path / "idx")
-    _write_idx_folder(folder, np.random.default_rng(0), n_train=80, n_test=20)
+    idx_files.write_mnist_folder(folder, np.random.default_rng(0), n_train=80, n_test=20)
     yield {"dataset": "mnist", "data_dir": folder, "split": "iid", "alpha": None}
   else:
     with _tfds_folder(tmp_path) as folder:
