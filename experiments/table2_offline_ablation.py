@@ -28,9 +28,9 @@ Expected: knowing the server's permutation makes ALIE and FOE much stronger
 against Bucketing (the attacker then knows the buckets).
 
 Measured (seed 1, ``experiments/results/table2_offline/ablation/`` and
-``ablation.md`` beside it): knowing the server's permutation makes ALIE and
-FOE much stronger against Bucketing + Krum (57.5 / 56.4% -> 11.2 / 11.2%)
-and Bucketing + CWMed vs FOE (41.1 -> 24.4%); LF through the momentum hits
+``ablation.md`` beside it): the server's permutation takes Bucketing +
+Krum from 57.5 / 56.4% to 11.2 / 11.2% (ALIE / FOE) and Bucketing + CWMed
+vs FOE from 41.1 to 24.4%; LF through the momentum hits
 the rules without NNM harder (Bucketing + CWMed 73.8 -> 34.3%) and NNM's
 less; a 1-step Mimic warm-up is the weaker Mimic (Krum 38.6 -> 54.7%).
 """
