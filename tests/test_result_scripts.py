@@ -1,0 +1,83 @@
+"""Tests of the analysis scripts committed beside experiment results
+(experiments/results/*/*.py): their formulas against NumPy simulations and
+worked examples, and their reports on a tiny grid trained here."""
+
+import importlib.util
+import os
+import types
+
+import numpy as np
+import pytest
+
+from byzjax import experiments as ex
+from byzjax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script(*parts):
+  path = os.path.join(ROOT, "experiments", "results", *parts)
+  spec = importlib.util.spec_from_file_location(parts[-1][:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+slowdown = _script("aggregathor_slowdown", "slowdown.py")
+
+
+def _kappa_hat(g, r):
+  """Eq. (26) of Allouah et al. in float64: ||R - s|| / sqrt(mean ||g_i - s||^2)."""
+  s = g.mean(axis=0)
+  return np.linalg.norm(r - s) / np.sqrt(np.mean(np.sum((g - s) ** 2, axis=1)))
+
+
+@pytest.mark.parametrize("m", [19, 16, 13, 9, 1])
+def test_effective_estimators_of_a_random_subset_average_is_its_size(m):
+  n, d, rounds = 19, 2_000, 400
+  rng = np.random.default_rng(m)
+  kappa = []
+  for _ in range(rounds):
+    g = rng.normal(size=(n, d)) + 3.0  # i.i.d. around a common gradient
+    kappa.append(_kappa_hat(g, g[rng.permutation(n)[:m]].mean(axis=0)))
+  result = types.SimpleNamespace(kappa_hat=kappa,
+                                 config=types.SimpleNamespace(n=n))
+  assert slowdown.effective_estimators(result) == pytest.approx(m, rel=0.02)
+
+
+def test_m_tilde_of_the_theorems():
+  assert [slowdown.m_tilde("multi_krum", 19, f) for f in (1, 2, 4)] == [
+      16, 15, 13]
+  assert [slowdown.m_tilde("bulyan", 19, f) for f in (1, 2, 4)] == [15, 13, 9]
+  assert slowdown.m_tilde("mean", 19, 4) == 19
+  with pytest.raises(ValueError, match="krum.*got 'cwtm'"):
+    slowdown.m_tilde("cwtm", 19, 1)
+
+
+def test_rounds_to_a_target_and_the_early_mean():
+  result = types.SimpleNamespace(eval_steps=[0, 10, 20, 30, 40],
+                                 test_accuracy=[0.1, 0.5, 0.92, 0.89, 0.96])
+  assert slowdown.rounds_to(result, 0.90) == 20
+  assert slowdown.rounds_to(result, 0.95) == 40
+  assert slowdown.rounds_to(result, 0.99) == np.inf
+  assert slowdown.early_mean(result, 30) == pytest.approx((0.5 + 0.92 + 0.89) / 3)
+
+
+def test_slowdown_report_of_a_tiny_grid(tmp_path):
+  base = train.RunConfig(
+      dataset="digits", model="logistic_regression", n=7, f=0, split="iid",
+      alpha=None, steps=2, eval_every=1, batch_size=4, learning_rate=0.5)
+  grid = ex.Grid("slowdown_tiny", base,
+                 axes={"aggregator": ["mean", "multi_krum"], "declared_f": [1]},
+                 seeds=(1,), adjust=ex.aggregathor_multi_krum)
+  out = str(tmp_path)
+  ex.run_grid(grid, out, progress=False)
+  text = slowdown.report(out)
+  lines = {line.split(" | ")[0]: line for line in text.splitlines()
+           if line.startswith("| Averaging") or line.startswith("| Multi")}
+  assert len(lines) == 1 + 1  # one row per rule (tables share the first cell)
+  table1 = [l for l in text.splitlines() if l.startswith("| Multi-Krum | 1 |")]
+  assert len(table1) == 2
+  m_tilde, predicted = table1[0].split(" | ")[2:4]
+  assert (m_tilde, predicted) == ("4", f"{np.sqrt(4 / 7):.3f}")
+  assert "| Averaging | - | 7 | 1.000 | 0.0000 | 7.0 | 1.000 |" in text
