@@ -18,10 +18,10 @@ directly, from the saved runs of ``experiments/aggregathor_slowdown.py``
   with s_t's own noise, and the denominator's square has expectation
   sigma^2 (n - 1) / n, so kappa_hat^2 = n (1/m - 1/n) / (n - 1): the rule
   behaves as SGD with m_eff = n / (1 + (n - 1) kappa_hat^2) estimators
-  (= m for a random subset; the rounds' mean of kappa_hat_t^2 is used). The measured slowdown sqrt(m_eff / n) is set beside
-  the theorem's sqrt(m~ / n). (Selecting the most central gradients, as
-  Multi-Krum does, or trimming coordinates, as Bulyan does, averages less
-  noise than a random subset of the same size: m_eff may exceed m~.)
+  (= m for a random subset; the rounds' mean of kappa_hat_t^2 is used). The
+  measured slowdown sqrt(m_eff / n) is set beside the theorem's sqrt(m~ / n).
+  (Multi-Krum's and Bulyan's choices are not random subsets, so m_eff need
+  not equal m~.)
 * test accuracy at rounds 10, 20 and 50, the mean accuracy over the
   evaluations up to round 100 (a lower-variance summary of early speed) and
   the final accuracy, mean ± population std over the seeds;
@@ -75,11 +75,15 @@ def early_mean(result, upto: int = EARLY) -> float:
   return float(acc[(steps > 0) & (steps <= upto)].mean())
 
 
+def mean_kappa_sq(result) -> float:
+  """The rounds' mean of kappa_hat_t^2."""
+  return float(np.nanmean(np.asarray(result.kappa_hat, np.float64) ** 2))
+
+
 def effective_estimators(result) -> float:
   """m_eff = n / (1 + (n - 1) mean_t kappa_hat_t^2) (the module docstring)."""
   n = result.config.n
-  k2 = np.nanmean(np.asarray(result.kappa_hat, np.float64) ** 2)
-  return n / (1.0 + (n - 1) * k2)
+  return n / (1.0 + (n - 1) * mean_kappa_sq(result))
 
 
 def _cells(records) -> Dict[Tuple[str, int], List]:
@@ -132,7 +136,7 @@ def report(main: str) -> str:
   for rule, f in order:
     res = cells[(rule, f)]
     m = m_tilde(rule, n, f)
-    k2 = [np.nanmean(np.asarray(r.kappa_hat, np.float64) ** 2) for r in res]
+    k2 = [mean_kappa_sq(r) for r in res]
     m_eff = [effective_estimators(r) for r in res]
     out.append(f"| {name(rule)} | {f if rule != 'mean' else '-'} | {m} | "
                f"{np.sqrt(m / n):.3f} | {np.mean(k2):.4f} | "
