@@ -24,6 +24,7 @@ def _script(*parts):
 
 
 slowdown = _script("aggregathor_slowdown", "slowdown.py")
+faults = _script("cge_faults", "faults.py")
 
 
 def _kappa_hat(g, r):
@@ -81,3 +82,44 @@ def test_slowdown_report_of_a_tiny_grid(tmp_path):
   m_tilde, predicted = table1[0].split(" | ")[2:4]
   assert (m_tilde, predicted) == ("4", f"{np.sqrt(4 / 7):.3f}")
   assert "| Averaging | - | 7 | 1.000 | 0.0000 | 7.0 | 1.000 |" in text
+
+
+def test_dives_of_a_worked_curve():
+  # best-before:  .5  .9  .9  .9  .9 ; drops: -.4, .3, .05, -.05
+  curve = types.SimpleNamespace(test_accuracy=[0.5, 0.9, 0.6, 0.85, 0.95])
+  largest, count = faults.dives(curve)
+  assert largest == pytest.approx(0.3)
+  assert count == 1  # only 0.6 lies more than 10 points below the best before it
+  assert faults.dives(types.SimpleNamespace(test_accuracy=[0.1, 0.2, 0.3])) == (0.0, 0)
+  assert faults.dives(types.SimpleNamespace(test_accuracy=[0.4])) == (0.0, 0)
+
+
+def test_settled_max_loss_ignores_the_first_rounds():
+  result = types.SimpleNamespace(loss=[9.0, 8.0, 0.5, 2.5, 0.4])
+  assert faults.settled_max_loss(result, after=2) == 2.5
+  assert faults.settled_max_loss(result, after=0) == 9.0
+  assert np.isnan(faults.settled_max_loss(result, after=5))
+
+
+def test_faults_report_of_a_tiny_grid(tmp_path):
+  base = ex.cge_mnist(dataset="digits", model="logistic_regression",
+                      steps=3, eval_every=1, batch_size=4)
+  grid = ex.Grid("faults_tiny", base,
+                 axes={"aggregator": ["cge", "trimmed_mean"],
+                       "attack": ["gradient_reverse", "coordinate_wise"]},
+                 seeds=(1,), baselines=[ex.CGE_FAULT_FREE])
+  out = str(tmp_path)
+  ex.run_grid(grid, out, progress=False)
+  results = ex.load_grid_results(out)
+  text = faults.report(out)
+  lines = text.splitlines()
+  # Three tables, one row per filter each; the worst-case table one row more.
+  assert sum(l.startswith("| CGE |") for l in lines) == 4
+  assert sum(l.startswith("| CWTM |") for l in lines) == 4
+  assert sum(l.startswith("Fault-free") for l in lines) == 3
+  final = {(r.settings.get("aggregator"), r.settings.get("attack")): r.result
+           for r in results.records if r.kind == "grid"}
+  cge_row = next(l for l in lines if l.startswith("| CGE |"))
+  expected = [f"{100 * final[('cge', a)].test_accuracy[-1]:.2f} ± 0.00"
+              for a in ("gradient_reverse", "coordinate_wise")]
+  assert cge_row == "| CGE | " + " | ".join(expected) + " |"

@@ -1,0 +1,165 @@
+"""The CGE paper's fault-type experiment (Figures 2-3), read off the saved runs.
+
+Section 3.4.1 of Gupta, Liu, Vaidya makes three claims about D-SGD on MNIST
+with n = 10 agents, f = 1 faulty, batch k = 16 (the figures are curves with
+no printed numbers): every filter converges under every fault type; CGE's
+fault tolerance is consistently good across the five types; under
+coordinate-wise faults every filter's curves are erratic, with large spikes
+in the training loss and dives in the test precision. This script measures
+each from the runs of ``experiments/cge_faults.py`` (nothing is trained):
+
+* the final test accuracy (mean ± population std over the seeds) and each
+  filter's worst case over the fault types;
+* the largest dive of the test accuracy: max over evaluations t of
+  (best accuracy before t) - (accuracy at t), in points, and how many
+  evaluations fall more than ``DIVE`` points below the best before them;
+* the largest training loss after round ``SETTLED`` (the honest agents'
+  minibatch loss, logged every round), beside the fault-free run's: a spike
+  shows as a maximum far above it.
+
+  python experiments/results/cge_faults/faults.py [--main DIR] [--out FILE]
+
+Defaults: this folder, and faults.md in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from byzjax import experiments as ex
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DIVE = 0.10  # a dive: an evaluation this far (accuracy) below the best before it
+SETTLED = 100  # rounds after which the loss maximum is read
+FAULT_FREE = "fault-free"
+ALGORITHMS = {"dsgd": "D-SGD", "dshb": "D-SHB", "dgd": "D-GD"}
+
+
+def dives(result) -> Tuple[float, int]:
+  """(largest dive, number of evaluations more than DIVE below the best before).
+
+  The dive at evaluation t is max(acc_0..acc_{t-1}) - acc_t (0 at t = 0 and
+  when the accuracy rises); accuracies are fractions.
+  """
+  acc = np.asarray(result.test_accuracy, np.float64)
+  if acc.size < 2:
+    return 0.0, 0
+  drop = np.maximum.accumulate(acc)[:-1] - acc[1:]
+  return float(max(drop.max(), 0.0)), int(np.sum(drop > DIVE))
+
+
+def settled_max_loss(result, after: int = SETTLED) -> float:
+  """The largest per-round training loss after round ``after`` (NaN if none)."""
+  loss = np.asarray(result.loss, np.float64)[after:]
+  return float(np.nanmax(loss)) if loss.size else float("nan")
+
+
+def _cells(records) -> Dict[Tuple[str, str], List]:
+  """(filter, fault) -> the seeds' results; the fault-free baseline under
+  (FAULT_FREE, FAULT_FREE)."""
+  cells: Dict[Tuple[str, str], Dict[int, object]] = {}
+  for r in records:
+    if r.kind == "baseline":
+      key = (FAULT_FREE, FAULT_FREE)
+    else:
+      key = (r.settings["aggregator"], r.settings["attack"])
+    cells.setdefault(key, {}).setdefault(r.seed, r.result)
+  return {k: [v[s] for s in sorted(v)] for k, v in cells.items()}
+
+
+def _pm(values: Sequence[float], scale: float = 100.0) -> str:
+  v = scale * np.asarray(values, np.float64)
+  return f"{v.mean():.2f} ± {v.std():.2f}"
+
+
+def report(main: str) -> str:
+  """The fault-type tables as Markdown (see the module docstring)."""
+  if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
+    raise SystemExit(f"no cge_faults results in {main}")
+  results = ex.load_grid_results(main)
+  cells = _cells(results.records)
+  filters = [a for a in ex.CGE_FILTERS if any(k[0] == a for k in cells)]
+  faults = [a for a in ex.CGE_FAULTS if any(k[1] == a for k in cells)]
+  if not filters:
+    raise SystemExit(f"{main}: no run of a CGE filter is saved yet")
+  seeds = sorted({r.seed for r in results.records})
+  agg = lambda a: ex.display("aggregator", a)
+  att = lambda a: ex.display("attack", a)
+  base = cells.get((FAULT_FREE, FAULT_FREE))
+
+  def table(title, fmt, note=""):
+    out = ["", f"## {title}", ""] + ([note, ""] if note else [])
+    out.append("| filter \\ fault | " + " | ".join(att(f) for f in faults)
+               + " |")
+    out.append("| :-- | " + " | ".join("--:" for _ in faults) + " |")
+    for a in filters:
+      row = [fmt(cells[(a, f)]) if (a, f) in cells else "-" for f in faults]
+      out.append(f"| {agg(a)} | " + " | ".join(row) + " |")
+    return out
+
+  config = next(r for r in results.records if r.kind == "grid").result.config
+  algorithm = ALGORITHMS.get(config.algorithm, config.algorithm)
+  out = ["# CGE paper, fault types (Figures 2-3), measured", "",
+         f"n = {config.n} agents, f = {config.f} faulty, batch "
+         f"{config.batch_size}, {algorithm}, {config.steps} rounds; seeds "
+         f"{', '.join(map(str, seeds))}; cells: mean ± population std over "
+         "the seeds (a cell lists how many it has when fewer)."]
+
+  def final(res):
+    n = f" ({len(res)})" if len(res) < len(seeds) else ""
+    return _pm([ex.metric_value(r, "final_accuracy") for r in res]) + n
+
+  out += table("Final test accuracy (%)", final)
+  out += ["", "| filter | worst case (fault) |", "| :-- | --: |"]
+  for a in filters:
+    done = [f for f in faults if (a, f) in cells]
+    if done:
+      mean = {f: np.mean([ex.metric_value(r, "final_accuracy")
+                          for r in cells[(a, f)]]) for f in done}
+      worst = min(done, key=mean.get)
+      out.append(f"| {agg(a)} | {100 * mean[worst]:.2f} ({att(worst)}) |")
+  if base:
+    out += ["", f"Fault-free (f = 0, averaging): {final(base)}"]
+
+  def dive(res):
+    d = [dives(r) for r in res]
+    return (f"{100 * np.mean([x[0] for x in d]):.1f} "
+            f"({np.mean([x[1] for x in d]):.1f})")
+
+  out += table(f"Largest test-accuracy dive (points) and, in brackets, the "
+               f"evaluations more than {100 * DIVE:.0f} points below the best "
+               "before them", dive,
+               f"Mean over the seeds; evaluations every {config.eval_every} "
+               "rounds.")
+  if base:
+    out += ["", f"Fault-free: {dive(base)}"]
+
+  def loss(res):
+    return f"{np.mean([settled_max_loss(r) for r in res]):.3f}"
+
+  out += table(f"Largest training loss after round {SETTLED}", loss,
+               "The honest agents' mean minibatch loss, mean over the seeds "
+               "of each run's maximum.")
+  if base:
+    out += ["", f"Fault-free: {loss(base)}"]
+  return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--main", default=HERE)
+  p.add_argument("--out", default=os.path.join(HERE, "faults.md"))
+  args = p.parse_args(argv)
+  text = report(args.main)
+  print(text)
+  if args.out:
+    ex.atomic_write(args.out, text)
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
