@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax import aggregators, experiments, preaggregators
+from byzjax import aggregators, experiments, preaggregators, store
 from byzjax import config as config_lib
 from byzjax import data as data_lib
 from byzjax import logs
@@ -620,6 +620,12 @@ def report(argv: Optional[List[str]] = None) -> int:
     print(experiments.format_markdown(
         results.tables(), title=f"{grid.name}: {experiments.summary(grid)}"))
     print(f"{len(results.records)} of {total} results in {args.out}")
+    environments = store.saved_environments(args.out)
+    if len(environments) > 1:
+      print("trained in more than one environment (float rounding differs "
+            "between them):")
+    for text, count in environments.items():
+      print(f"  {count} result(s): {text}")
     return 0
 
   return _guarded("byzjax report", body)

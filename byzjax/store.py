@@ -134,10 +134,17 @@ def _dump(obj: Any) -> str:
 
 
 def save_result(out_dir: str, run: Run, result: RunResult) -> str:
-  """Saves one seed's result atomically; returns the file path."""
+  """Saves one seed's result atomically; returns the file path.
+
+  The record keeps, beside the result, the ``environment()`` of the process
+  that saved it: float rounding on XLA:CPU depends on the number of cores the
+  process may use, so results are bitwise comparable only within one
+  environment (a run resumed from a checkpoint records the one that ended it).
+  """
   path = result_path(out_dir, run.id, result.seed)
   record = {"run_id": run.id, "kind": run.kind, "label": run.label,
-            "settings": plain(run.settings), "result": result.to_dict()}
+            "settings": plain(run.settings), "result": result.to_dict(),
+            "environment": environment()}
   atomic_write(path, _dump(record))
   return path
 
@@ -230,6 +237,29 @@ def saved_keys(out_dir: str) -> Tuple[Dict[Tuple[str, int], str], List[str]]:
         continue
       keys[(run_id, seed)] = path
   return keys, damaged
+
+
+def environment_text(env: Optional[Mapping[str, Any]]) -> str:
+  """One line for an ``environment()``: platform, devices, CPU threads."""
+  if not env:
+    return "not recorded (saved before byzjax kept it)"
+  return (f"{env.get('platform', '?')} x {env.get('devices', '?')}, "
+          f"{env.get('processes', 1)} process(es), "
+          f"{env.get('cpu_threads', '?')} CPU thread(s), jax {env.get('jax', '?')}")
+
+
+def saved_environments(out_dir: str) -> Dict[str, int]:
+  """How many of the folder's saved results each environment trained.
+
+  More than one entry means the results are not all bitwise comparable
+  (``environment()`` says why); the counts come from the result files.
+  """
+  counts: Dict[str, int] = {}
+  for path in saved_keys(out_dir)[0].values():
+    with open(path, encoding="utf-8") as fh:
+      text = environment_text(json.load(fh).get("environment"))
+    counts[text] = counts.get(text, 0) + 1
+  return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _read_grid_file(path: str) -> Optional[Dict[str, Any]]:
@@ -376,6 +406,32 @@ def versions() -> Dict[str, str]:
   with contextlib.suppress(metadata.PackageNotFoundError):
     out["byzjax"] = metadata.version("byzjax")
   return out
+
+
+def cpu_threads() -> int:
+  """The cores this process may run on (what XLA:CPU sizes its pools by)."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
+def environment() -> Dict[str, Any]:
+  """What, besides a run's settings and seed, its float rounding depends on.
+
+  Measured with jax 0.10.2 on XLA:CPU: the same program gives results that
+  differ in the last bits on one core and on two, because the row-axis sums
+  that XLA hands to YNNPACK, and the first convolution's gradient, split their
+  sums by the size of the thread pool (with YNNPACK turned off, the dots and
+  convolutions do); no XLA flag of this version removes it
+  (``benchmarks/rounding_by_cores.py``). Results with equal environments are
+  bitwise reproducible.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  devices = jax.devices()
+  return {**versions(), "platform": devices[0].platform,
+          "device_kind": devices[0].device_kind, "devices": len(devices),
+          "processes": jax.process_count(), "cpu_threads": cpu_threads(),
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 # ---------------------------------------------------------------------------

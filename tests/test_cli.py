@@ -1,6 +1,7 @@
 """Tests of the byzjax command: run / sweep / report end to end on tiny
 offline settings, config files, and one-line errors for bad input."""
 
+import glob
 import json
 import os
 import subprocess
@@ -149,7 +150,23 @@ def test_sweep_json_grid_with_overrides_then_report(tmp_path, capsys):
   text = capsys.readouterr().out
   assert "| CWMed" in text and "T = 2" in text
   assert cli.main(["report", out, "--no-plots"]) == 0
-  assert "1 of 1 results" in capsys.readouterr().out
+  text = capsys.readouterr().out
+  assert "1 of 1 results" in text
+  threads = len(os.sched_getaffinity(0))
+  assert f"  1 result(s): cpu x 1, 1 process(es), {threads} CPU thread(s)" in text
+  assert "more than one environment" not in text
+  # A result saved by an older byzjax (no environment) is named as such.
+  (saved,) = glob.glob(os.path.join(out, "results", "*", "seed-*.json"))
+  with open(saved, encoding="utf-8") as fh:
+    record = json.load(fh)
+  del record["environment"]
+  with open(os.path.join(os.path.dirname(saved), "seed-9.json"), "w",
+            encoding="utf-8") as fh:
+    json.dump({**record, "result": {**record["result"], "seed": 9}}, fh)
+  assert cli.main(["report", out, "--no-plots"]) == 0
+  text = capsys.readouterr().out
+  assert "trained in more than one environment" in text
+  assert "  1 result(s): not recorded" in text
   assert cli.main(["sweep", "no_such_grid"]) == 2
   assert "no grid config 'no_such_grid'" in capsys.readouterr().err
   assert cli.main(["report", str(tmp_path)]) == 2

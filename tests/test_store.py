@@ -208,3 +208,21 @@ def test_lost_grid_json_and_damaged_results_are_recovered(reference, tmp_path):
   assert trained == [os.path.basename(os.path.dirname(victim))]
   assert _curves(results) == reference
   assert os.path.isfile(victim + ".damaged")
+
+
+def test_each_result_records_the_environment_its_rounding_depends_on(tmp_path):
+  out = str(tmp_path / "env")
+  ex.run_grid(GRID, out, progress=False, plots=False)
+  for path in glob.glob(os.path.join(out, "results", "*", "seed-*.json")):
+    with open(path, encoding="utf-8") as fh:
+      env = json.load(fh)["environment"]
+    assert env == store.environment()
+    assert env["cpu_threads"] == len(os.sched_getaffinity(0))
+  assert list(store.saved_environments(out).values()) == [6]
+  # The CPU threads follow the cores the process may run on (taskset).
+  code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
+          "from byzjax import store; print(store.environment()['cpu_threads'])")
+  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                        text=True, env=env, cwd=ROOT, timeout=300, check=True)
+  assert done.stdout.split()[-1] == "1"
