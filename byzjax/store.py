@@ -423,8 +423,9 @@ def environment() -> Dict[str, Any]:
   that XLA hands to YNNPACK, and the first convolution's gradient, split their
   sums by the size of the thread pool (with YNNPACK turned off, the dots and
   convolutions do); no XLA flag of this version removes it
-  (``benchmarks/rounding_by_cores.py``). Results with equal environments are
-  bitwise reproducible.
+  (``benchmarks/rounding_by_cores.py``). On one machine, results with equal
+  environments are bitwise reproducible; across kinds of CPU the instruction
+  set XLA compiles for may change rounding too (not measured, not recorded).
   """
   import jax  # pylint: disable=g-import-not-at-top
   devices = jax.devices()
