@@ -52,8 +52,13 @@ def reference(tmp_path_factory):
   return _curves(ex.run_grid(GRID, out, progress=False, plots=False))
 
 
+def _child_env():
+  """The environment of a child process that imports this checkout's byzjax."""
+  return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 def _workers(out, shards):
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  env = _child_env()
   procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(WORKER), out,
                              shard, os.path.join(ROOT, "tests")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -125,10 +130,10 @@ ex.run_grid(grid, sys.argv[1], progress=False, plots=False,
 
 
 def _start(out, steps, every):
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   return subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED), out,
                            str(steps), str(every)], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                          stderr=subprocess.PIPE, text=True, env=_child_env(),
+                          cwd=ROOT)
 
 
 def test_a_run_killed_mid_way_resumes_from_its_checkpoint(tmp_path):
@@ -222,7 +227,7 @@ def test_each_result_records_the_environment_its_rounding_depends_on(tmp_path):
   # The CPU threads follow the cores the process may run on (taskset).
   code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
           "from byzjax import store; print(store.environment()['cpu_threads'])")
-  env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   done = subprocess.run([sys.executable, "-c", code], capture_output=True,
-                        text=True, env=env, cwd=ROOT, timeout=300, check=True)
+                        text=True, env=_child_env(), cwd=ROOT, timeout=300,
+                        check=True)
   assert done.stdout.split()[-1] == "1"
