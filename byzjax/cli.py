@@ -626,6 +626,9 @@ def report(argv: Optional[List[str]] = None) -> int:
             "between them):")
     for text, count in environments.items():
       print(f"  {count} result(s): {text}")
+    for text, count in store.saved_environments(args.out,
+                                                store.source_text).items():
+      print(f"  {count} result(s): {text}")
     return 0
 
   return _guarded("byzjax report", body)

@@ -11,15 +11,17 @@ second process out.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
-from typing import (Any, Dict, Iterator, List, Mapping, NamedTuple, Optional,
-                    Sequence, Tuple)
+from typing import (Any, Callable, Dict, Iterator, List, Mapping, NamedTuple,
+                    Optional, Sequence, Tuple)
 
 from byzjax.files import atomic_open
 from byzjax.grid import (FORMAT_VERSION, Grid, GridError, Run,
@@ -248,16 +250,28 @@ def environment_text(env: Optional[Mapping[str, Any]]) -> str:
           f"{env.get('cpu_threads', '?')} CPU thread(s), jax {env.get('jax', '?')}")
 
 
-def saved_environments(out_dir: str) -> Dict[str, int]:
+def source_text(env: Optional[Mapping[str, Any]]) -> str:
+  """One line for the byzjax source an ``environment()`` was saved by."""
+  commit = (env or {}).get("byzjax_commit")
+  version = (env or {}).get("byzjax", "?")
+  if not commit:
+    return f"byzjax {version}, source commit not recorded"
+  return f"byzjax {version} at commit {commit}"
+
+
+def saved_environments(
+    out_dir: str, describe: Callable[[Optional[Mapping[str, Any]]], str] = (
+        environment_text)) -> Dict[str, int]:
   """How many of the folder's saved results each environment trained.
 
   More than one entry means the results are not all bitwise comparable
   (``environment()`` says why); the counts come from the result files.
+  ``describe`` names an environment (``source_text``: the byzjax source).
   """
   counts: Dict[str, int] = {}
   for path in saved_keys(out_dir)[0].values():
     with open(path, encoding="utf-8") as fh:
-      text = environment_text(json.load(fh).get("environment"))
+      text = describe(json.load(fh).get("environment"))
     counts[text] = counts.get(text, 0) + 1
   return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
@@ -399,13 +413,57 @@ def runs_from_results(out_dir: str) -> List[Run]:
   return list(runs.values())
 
 
-def versions() -> Dict[str, str]:
+def source_commit(package_dir: str) -> Optional[str]:
+  """The git commit a package directory's source is at; None if unknown.
+
+  ``package_dir`` counts as a checkout's only when its parent is the top of a
+  git work tree (a package installed into a virtual environment inside some
+  other repository is not that repository's). The commit gets "+dirty" when
+  files of ``package_dir`` tracked by git differ from it.
+  """
+  root = os.path.dirname(os.path.abspath(package_dir))
+
+  def git(*args: str) -> Optional[str]:
+    try:
+      done = subprocess.run(["git", "-C", root, *args], capture_output=True,
+                            text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+      return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+  top = git("rev-parse", "--show-toplevel")
+  if top is None or not os.path.samefile(top, root):
+    return None
+  commit = git("rev-parse", "HEAD")
+  changed = git("status", "--porcelain", "--untracked-files=no", "--",
+                os.path.basename(os.path.abspath(package_dir)))
+  if commit is None or changed is None:
+    return None
+  return commit + ("+dirty" if changed else "")
+
+
+@functools.lru_cache(maxsize=None)
+def _versions() -> Tuple[Tuple[str, str], ...]:
   import jax  # pylint: disable=g-import-not-at-top
   from importlib import metadata  # pylint: disable=g-import-not-at-top
   out = {"python": sys.version.split()[0], "jax": jax.__version__}
   with contextlib.suppress(metadata.PackageNotFoundError):
     out["byzjax"] = metadata.version("byzjax")
-  return out
+  commit = source_commit(os.path.dirname(os.path.abspath(__file__)))
+  if commit:
+    out["byzjax_commit"] = commit
+  return tuple(out.items())
+
+
+def versions() -> Dict[str, str]:
+  """Python's, jax's and byzjax's versions, and the git commit of byzjax's
+  source when it runs from a checkout (``source_commit``).
+
+  Read once per process, when first asked (a grid asks when it starts): the
+  code a process runs is the code it imported, whatever the checkout holds
+  later.
+  """
+  return dict(_versions())
 
 
 def cpu_threads() -> int:

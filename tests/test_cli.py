@@ -11,6 +11,7 @@ import pytest
 
 from byzjax import cli
 from byzjax import experiments as ex
+from byzjax import store
 
 TINY = ["--dataset", "digits", "--model", "logistic_regression", "--n", "5",
         "--f", "1", "--split", "iid", "--steps", "2", "--eval-every", "1",
@@ -155,6 +156,7 @@ def test_sweep_json_grid_with_overrides_then_report(tmp_path, capsys):
   threads = len(os.sched_getaffinity(0))
   assert f"  1 result(s): cpu x 1, 1 process(es), {threads} CPU thread(s)" in text
   assert "more than one environment" not in text
+  assert f"  1 result(s): {store.source_text(store.versions())}" in text
   # A result saved by an older byzjax (no environment) is named as such.
   (saved,) = glob.glob(os.path.join(out, "results", "*", "seed-*.json"))
   with open(saved, encoding="utf-8") as fh:
@@ -167,6 +169,7 @@ def test_sweep_json_grid_with_overrides_then_report(tmp_path, capsys):
   text = capsys.readouterr().out
   assert "trained in more than one environment" in text
   assert "  1 result(s): not recorded" in text
+  assert "source commit not recorded" in text
   assert cli.main(["sweep", "no_such_grid"]) == 2
   assert "no grid config 'no_such_grid'" in capsys.readouterr().err
   assert cli.main(["report", str(tmp_path)]) == 2

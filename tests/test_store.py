@@ -5,6 +5,7 @@ with their grid, and recovery of a lost grid.json or a damaged result."""
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,3 +232,47 @@ def test_each_result_records_the_environment_its_rounding_depends_on(tmp_path):
                         text=True, env=_child_env(), cwd=ROOT, timeout=300,
                         check=True)
   assert done.stdout.split()[-1] == "1"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_results_record_the_git_commit_of_the_byzjax_source(tmp_path):
+  repo = tmp_path / "repo"
+  pkg = repo / "pkg"
+  pkg.mkdir(parents=True)
+  (pkg / "mod.py").write_text("x = 1\n")
+  (repo / "notes.txt").write_text("a\n")
+
+  def git(*args):
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+         *args], capture_output=True, text=True, check=True).stdout.strip()
+
+  git("init", "-q")
+  git("add", ".")
+  git("commit", "-qm", "one")
+  head = git("rev-parse", "HEAD")
+  assert len(head) == 40
+  assert store.source_commit(str(pkg)) == head
+  # Changes outside the package, or untracked files in it, leave it clean.
+  (repo / "notes.txt").write_text("b\n")
+  (pkg / "new.py").write_text("y = 1\n")
+  assert store.source_commit(str(pkg)) == head
+  (pkg / "mod.py").write_text("x = 2\n")
+  assert store.source_commit(str(pkg)) == head + "+dirty"
+  # A package below the top of another repository (installed into a virtual
+  # environment inside it) is not that repository's; nor one outside git.
+  nested = repo / "venv" / "site-packages" / "pkg"
+  nested.mkdir(parents=True)
+  assert store.source_commit(str(nested)) is None
+  assert store.source_commit(str(tmp_path / "plain" / "pkg")) is None
+  # This process's byzjax: its checkout's commit, in every result file.
+  here = store.source_commit(os.path.join(ROOT, "byzjax"))
+  assert store.versions().get("byzjax_commit") == here
+  assert store.environment().get("byzjax_commit") == here
+  if os.path.isdir(os.path.join(ROOT, ".git")):
+    assert here.split("+")[0] == subprocess.run(
+        ["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
+        text=True, check=True).stdout.strip()
+  env = {"byzjax": "0.1.0", "byzjax_commit": head}
+  assert store.source_text(env) == f"byzjax 0.1.0 at commit {head}"
+  assert store.source_text(None) == "byzjax ?, source commit not recorded"
