@@ -25,6 +25,7 @@ def _script(*parts):
 
 slowdown = _script("aggregathor_slowdown", "slowdown.py")
 faults = _script("cge_faults", "faults.py")
+figure2 = _script("figure2_offline", "kappa.py")
 
 
 def _kappa_hat(g, r):
@@ -123,3 +124,37 @@ def test_faults_report_of_a_tiny_grid(tmp_path):
   expected = [f"{100 * final[('cge', a)].test_accuracy[-1]:.2f} ± 0.00"
               for a in ("gradient_reverse", "coordinate_wise")]
   assert cge_row == "| CGE | " + " | ".join(expected) + " |"
+
+
+def test_figure2_report_of_a_tiny_grid(tmp_path):
+  n, f = 7, 1
+  base = train.RunConfig(
+      dataset="digits", model="logistic_regression", n=n, f=f, split="iid",
+      alpha=None, steps=4, eval_every=2, batch_size=4, learning_rate=0.5,
+      algorithm="dshb", diagnostics=True)
+  grid = ex.Grid("figure2_tiny", base,
+                 axes={"f": [f], "aggregator": ["bucketing+krum", "nnm+krum"],
+                       "attack": ["sign_flip"]},
+                 seeds=(1, 2), adjust=ex.fixing_by_mixing_krum)
+  out = str(tmp_path)
+  ex.run_grid(grid, out, progress=False, plots=False)
+  runs = {(r.settings["aggregator"], r.seed): r.result
+          for r in ex.load_grid_results(out).records}
+  k = {pre: np.array([runs[(f"{pre}+krum", s)].kappa_hat for s in (1, 2)],
+                     np.float64) for pre in ("nnm", "bucketing")}
+  assert k["nnm"].shape == (2, 4) and np.isfinite(k["nnm"]).all()
+  # Lemma 1 over Proposition 3, r = f / (n - 2f): 8 f / (n - f) (6 (1 + r) + 1).
+  r = f / (n - 2 * f)
+  bound = np.sqrt(8 * f / (n - f) * (6 * (1 + r) + 1))
+  below = np.mean(k["nnm"].mean(axis=0) < k["bucketing"].mean(axis=0))
+  acc = {pre: 100 * np.array([runs[(f"{pre}+krum", s)].test_accuracy[-1]
+                              for s in (1, 2)]) for pre in ("nnm", "bucketing")}
+  row = (f"| {f} | Krum | SF | {np.median(k['nnm'], axis=1).mean():.3f} | "
+         f"{np.median(k['bucketing'], axis=1).mean():.3f} | {100 * below:.1f}% | "
+         f"{k['nnm'].max():.3f} | {bound:.2f} | "
+         f"{acc['nnm'].mean():.2f} ± {acc['nnm'].std():.2f} | "
+         f"{acc['bucketing'].mean():.2f} ± {acc['bucketing'].std():.2f} |")
+  text = figure2.report(out)
+  assert row in text.splitlines()
+  assert "seeds 1, 2;" in text
+  assert "in no round of any seed" in text
