@@ -39,6 +39,7 @@ References:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -61,7 +62,8 @@ from byzjax.paper_settings import *  # noqa: F401,F403
 from byzjax.results import (GridResults, Record, Stat, Table, csv_text,  # noqa: F401
                             evaluation_rows, finite, format_latex,
                             format_markdown, format_stat, metric_value,
-                            record_of, round_rows, summarize, table_rows,
+                            record_of, round_rows, stat_of, summarize,
+                            table_rows,
                             write_csv)
 from byzjax.store import (GRID_FILE, OUTPUT_FILES, RESULTS_DIR,  # noqa: F401
                           FolderBusyError, GridMismatchError, OrbaxCheckpoints,
@@ -433,3 +435,35 @@ def write_outputs(results: GridResults, out_dir: Optional[str] = None, *,
     written += plots_lib.plot_grid(results, os.path.join(out_dir, "plots"),
                                    tables=tables)
   return written
+
+
+def report_main(report: Callable[..., str], doc: str, out: str,
+                argv: Optional[Sequence[str]] = None, **folders: str) -> int:
+  """The command line of an analysis script kept beside a grid's results.
+
+  One option ``--NAME DIR`` per keyword of ``folders`` (its default the
+  value; passed to ``report`` positionally, in keyword order) and ``--out
+  FILE`` (default ``out``; empty: print only). Prints ``report``'s Markdown
+  and writes it to ``--out`` atomically.
+
+  Args:
+    report: folders -> Markdown.
+    doc: the script's docstring (its first line is the description).
+    out: the default output file.
+    argv: the arguments (default: the command line).
+    **folders: option name (``grid_attacks`` gives ``--grid-attacks``) ->
+      default folder.
+
+  Returns:
+    0, the exit status.
+  """
+  p = argparse.ArgumentParser(description=doc.split("\n")[0])
+  for name, default in folders.items():
+    p.add_argument("--" + name.replace("_", "-"), default=default)
+  p.add_argument("--out", default=out)
+  args = p.parse_args(argv)
+  text = report(*(getattr(args, name) for name in folders))
+  print(text)
+  if args.out:
+    atomic_write(args.out, text)
+  return 0

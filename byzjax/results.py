@@ -235,7 +235,8 @@ def metric_value(result: Any, metric: str) -> float:
   return float(acc[max(int(np.searchsorted(steps, step, side="right")) - 1, 0)])
 
 
-def _stat(values: Sequence[float], ddof: int) -> Stat:
+def stat_of(values: Sequence[float], ddof: int = 0) -> Stat:
+  """Mean and std (``ddof``) of fractions, in percent; see ``format_stat``."""
   v = 100.0 * np.asarray(values, np.float64)
   std = float(np.std(v, ddof=ddof)) if len(v) > ddof else float("nan")
   return Stat(float(np.mean(v)), std, len(v))
@@ -370,7 +371,7 @@ def summarize(records: Sequence[Record], *, rows: str = "aggregator",
       col_order += [col] if col not in col_order else []
       seeds += [r.seed] if r.seed not in seeds else []
       values.setdefault((row, col), []).append(metric_value(r.result, metric))
-    cells = {k: _stat(v, ddof) for k, v in values.items()}
+    cells = {k: stat_of(v, ddof) for k, v in values.items()}
     worst = {}
     if worst_case:
       for row in row_order:
@@ -386,7 +387,7 @@ def summarize(records: Sequence[Record], *, rows: str = "aggregator",
       if all(hashable(r.settings[k]) == group[k] for k in follows):
         base_values.setdefault(r.label, []).append(
             metric_value(r.result, metric))
-    baselines = [(label, _stat(v, ddof)) for label, v in base_values.items()]
+    baselines = [(label, stat_of(v, ddof)) for label, v in base_values.items()]
     attached = None
     if paper is not None and paper.metric == metric:
       config = _config_of(members[0], configs)

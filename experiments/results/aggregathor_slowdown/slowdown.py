@@ -36,7 +36,6 @@ Defaults: this folder, and slowdown.md in it.
 
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Dict, List, Sequence, Tuple
 
@@ -97,11 +96,6 @@ def _cells(records) -> Dict[Tuple[str, int], List]:
   return {k: [v[s] for s in sorted(v)] for k, v in cells.items()}
 
 
-def _pm(values: Sequence[float], scale: float = 100.0) -> str:
-  v = scale * np.asarray(values, np.float64)
-  return f"{v.mean():.2f} ± {v.std():.2f}"
-
-
 def _rounds(values: Sequence[float]) -> str:
   v = np.asarray(values, np.float64)
   if np.isinf(v).any():
@@ -150,10 +144,12 @@ def report(main: str) -> str:
   base_rounds = {t: np.mean([rounds_to(r, t) for r in base]) for t in TARGETS}
   for rule, f in order:
     res = cells[(rule, f)]
-    row = [_pm([ex.metric_value(r, f"accuracy_at:{t}") for r in res])
+    row = [ex.format_stat(ex.stat_of(
+        [ex.metric_value(r, f"accuracy_at:{t}") for r in res]))
            for t in AT_ROUNDS]
-    row += [_pm([early_mean(r) for r in res]),
-            _pm([ex.metric_value(r, "final_accuracy") for r in res])]
+    row += [ex.format_stat(ex.stat_of([early_mean(r) for r in res])),
+            ex.format_stat(ex.stat_of(
+                [ex.metric_value(r, "final_accuracy") for r in res]))]
     for t in TARGETS:
       rounds = [rounds_to(r, t) for r in res]
       shown = rule != "mean" and np.isfinite(base_rounds[t] + np.mean(rounds))
@@ -166,15 +162,8 @@ def report(main: str) -> str:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--main", default=HERE)
-  p.add_argument("--out", default=os.path.join(HERE, "slowdown.md"))
-  args = p.parse_args(argv)
-  text = report(args.main)
-  print(text)
-  if args.out:
-    ex.atomic_write(args.out, text)
-  return 0
+  return ex.report_main(report, __doc__, os.path.join(HERE, "slowdown.md"),
+                        argv, main=HERE)
 
 
 if __name__ == "__main__":

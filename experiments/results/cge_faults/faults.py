@@ -24,9 +24,8 @@ Defaults: this folder, and faults.md in it.
 
 from __future__ import annotations
 
-import argparse
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -71,11 +70,6 @@ def _cells(records) -> Dict[Tuple[str, str], List]:
   return {k: [v[s] for s in sorted(v)] for k, v in cells.items()}
 
 
-def _pm(values: Sequence[float], scale: float = 100.0) -> str:
-  v = scale * np.asarray(values, np.float64)
-  return f"{v.mean():.2f} ± {v.std():.2f}"
-
-
 def report(main: str) -> str:
   """The fault-type tables as Markdown (see the module docstring)."""
   if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
@@ -111,7 +105,8 @@ def report(main: str) -> str:
 
   def final(res):
     n = f" ({len(res)})" if len(res) < len(seeds) else ""
-    return _pm([ex.metric_value(r, "final_accuracy") for r in res]) + n
+    return ex.format_stat(ex.stat_of(
+        [ex.metric_value(r, "final_accuracy") for r in res])) + n
 
   out += table("Final test accuracy (%)", final)
   out += ["", "| filter | worst case (fault) |", "| :-- | --: |"]
@@ -150,15 +145,8 @@ def report(main: str) -> str:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--main", default=HERE)
-  p.add_argument("--out", default=os.path.join(HERE, "faults.md"))
-  args = p.parse_args(argv)
-  text = report(args.main)
-  print(text)
-  if args.out:
-    ex.atomic_write(args.out, text)
-  return 0
+  return ex.report_main(report, __doc__, os.path.join(HERE, "faults.md"),
+                        argv, main=HERE)
 
 
 if __name__ == "__main__":

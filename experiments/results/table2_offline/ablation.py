@@ -28,10 +28,9 @@ subfolders; missing folders are skipped and said so.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
@@ -58,10 +57,13 @@ def max_every(result, every: int) -> float:
   return float(acc[keep].max())
 
 
-def _means(records, value) -> Dict[Tuple[str, str, str], Tuple[float, int]]:
+def _means(records, value, seeds: Optional[Set[int]] = None
+           ) -> Dict[Tuple[str, str, str], Tuple[float, int]]:
+  """(aggregator, attack, attack_args) -> (mean of ``value`` in %, seeds);
+  only the records of ``seeds`` when given."""
   cells: Dict[Tuple[str, str, str], List[float]] = {}
   for r in records:
-    if r.kind == "grid":
+    if r.kind == "grid" and (seeds is None or r.seed in seeds):
       cells.setdefault(_key(r), []).append(100.0 * value(r.result))
   return {k: (float(np.mean(v)), len(v)) for k, v in cells.items()}
 
@@ -115,12 +117,18 @@ def report(main: str, grid_attacks: Optional[str], ablation: Optional[str]
   rows = list(dict.fromkeys(r.settings["aggregator"] for r in base.records
                             if r.kind == "grid"))
   by_cell = lambda means: {(k[0], k[1]): v[0] for k, v in means.items()}
-  protocol = by_cell(_means(base.records, lambda r: ex.metric_value(
-      r, "max_accuracy")))
+  best = lambda r: ex.metric_value(r, "max_accuracy")
+  protocol = by_cell(_means(base.records, best))
+  # A reversal trained on fewer seeds is set beside the protocol's runs of
+  # the same seeds (seed-by-seed).
+  paired = lambda other: by_cell(_means(base.records, best,
+                                        {r.seed for r in other.records}))
   seeds = sorted({r.seed for r in base.records})
   out = ["# Offline Table 2: each protocol choice beside its reversal",
          "", f"Seeds {', '.join(map(str, seeds))} of table2_offline (means over "
-         f"the seeds each cell has); cells: protocol / reverted (reverted - "
+         f"the seeds each cell has; a reversal trained on fewer seeds beside "
+         f"the protocol's runs of the same seeds); cells: protocol / reverted "
+         f"(reverted - "
          f"protocol), maximum test accuracy (%).", ""]
   columns = list(dict.fromkeys(r.settings["attack"] for r in base.records
                                if r.kind == "grid"))
@@ -131,17 +139,16 @@ def report(main: str, grid_attacks: Optional[str], ablation: Optional[str]
       f"multiples of {EVERY} (and round T) instead of every 5."))
   grid = _load(grid_attacks, "table2_offline_grid_attacks", missing)
   if grid is not None:
-    searched = by_cell(_means(grid.records, lambda r: ex.metric_value(
-        r, "max_accuracy")))
+    searched = by_cell(_means(grid.records, best))
     renamed = {(a, c.removesuffix("_grid")): v for (a, c), v in searched.items()}
     out.append(_table(
         "Greedy line search / grid search (21 etas in [0, 10])", rows,
-        ["optimized_alie", "optimized_foe"], protocol, renamed,
+        ["optimized_alie", "optimized_foe"], paired(grid), renamed,
         "The optimized ALIE and FOE choosing eta each round by the authors' "
         "greedy line search (protocol) or by the best of a fixed grid."))
   abl = _load(ablation, "table2_offline_ablation", missing)
   if abl is not None:
-    means = _means(abl.records, lambda r: ex.metric_value(r, "max_accuracy"))
+    means = _means(abl.records, best)
     for args, title, note in (
         ('{"knows_server_randomness": true}',
          "Own randomness / the server's Bucketing permutation",
@@ -154,24 +161,17 @@ def report(main: str, grid_attacks: Optional[str], ablation: Optional[str]
          "Mimic learns its direction for 100 rounds (protocol) or 1.")):
       reverted = {(k[0], k[1]): v[0] for k, v in means.items() if k[2] == args}
       cols = list(dict.fromkeys(c for _, c in reverted))
-      out.append(_table(title, rows, cols, protocol, reverted, note))
+      out.append(_table(title, rows, cols, paired(abl), reverted, note))
   if missing:
     out.append("Not yet available: " + "; ".join(missing) + ".")
   return "\n".join(out)
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--main", default=HERE)
-  p.add_argument("--grid-attacks", default=os.path.join(HERE, "grid_attacks"))
-  p.add_argument("--ablation", default=os.path.join(HERE, "ablation"))
-  p.add_argument("--out", default=os.path.join(HERE, "ablation.md"))
-  args = p.parse_args(argv)
-  text = report(args.main, args.grid_attacks, args.ablation)
-  print(text)
-  if args.out:
-    ex.atomic_write(args.out, text)
-  return 0
+  return ex.report_main(report, __doc__, os.path.join(HERE, "ablation.md"),
+                        argv, main=HERE,
+                        grid_attacks=os.path.join(HERE, "grid_attacks"),
+                        ablation=os.path.join(HERE, "ablation"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""Figure 2 of "Fixing by Mixing" offline: kappa_hat_t, NNM against Bucketing.
+
+Figure 2 of Allouah et al. plots kappa_hat_t of eq. (26), ||R_t - m_bar_t|| /
+sqrt((1/|H|) sum_H ||m_i - m_bar_t||^2), for NNM and Bucketing each followed
+by Krum, GM, CWMed and CWTM, under ALIE and FOE (n = 17, f = 2, alpha = 1),
+and claims "the NNM curves are consistently below Bucketing's". This script
+measures that claim on the runs of ``experiments/figure2_offline.py`` (f = 2
+and f = 4; nothing is trained), per (f, rule, attack):
+
+* the median over rounds of kappa_hat_t, for NNM and for Bucketing (mean
+  over the seeds of each seed's median);
+* the share of rounds in which NNM's kappa_hat_t is below Bucketing's (the
+  curves of ``plots/kappa*.png``: each the mean over the seeds);
+* NNM's largest kappa_hat_t over every round and seed beside sqrt(kappa),
+  the (f, kappa)-robustness it is proven to have (Lemma 1 with Table 1;
+  ``aggregators.robustness_coefficient``), which it can never exceed;
+* the final test accuracy of both (mean ± population std over the seeds).
+
+  python experiments/results/figure2_offline/kappa.py [--main DIR] [--out FILE]
+
+Defaults: this folder, and kappa.md in it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from byzjax import aggregators
+from byzjax import experiments as ex
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PRES = ("nnm", "bucketing")
+
+
+def _curves(runs) -> np.ndarray:
+  """(seeds, rounds) kappa_hat_t, non-finite entries as NaN."""
+  k = np.asarray([r.result.kappa_hat for r in runs], np.float64)
+  return np.where(np.isfinite(k), k, np.nan)
+
+
+def _cells(records) -> Dict[Tuple[int, str, str, str], List]:
+  """(f, pre-aggregation, rule, attack) -> the seeds' records, seed order."""
+  cells: Dict[Tuple[int, str, str, str], Dict[int, object]] = {}
+  for r in records:
+    pre, rule = r.settings["aggregator"].split("+", 1)
+    key = (r.settings["f"], pre, rule, r.settings["attack"])
+    cells.setdefault(key, {}).setdefault(r.seed, r)
+  return {k: [v[s] for s in sorted(v)] for k, v in cells.items()}
+
+
+def _accuracy(runs) -> str:
+  """Final test accuracy (%), mean ± population std over the seeds."""
+  return ex.format_stat(ex.stat_of([r.result.final_accuracy for r in runs]))
+
+
+def report(main: str) -> str:
+  """The kappa_hat_t tables as Markdown (see the module docstring)."""
+  if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
+    raise SystemExit(f"no figure2_offline results in {main}")
+  results = ex.load_grid_results(main)
+  cells = _cells(results.records)
+  seeds = sorted({r.seed for r in results.records})
+  keys = sorted({(f, rule, attack) for (f, _, rule, attack) in cells
+                 if all((f, p, rule, attack) in cells for p in PRES)},
+                key=lambda k: (k[0], ex.FBM_RULES.index(k[1])
+                               if k[1] in ex.FBM_RULES else 99, k[2]))
+  if not keys:
+    raise SystemExit(f"{main}: no rule has both its NNM and Bucketing run yet")
+  lines = [
+      "# Figure 2 of Fixing by Mixing, offline MNIST: kappa_hat_t, measured",
+      "",
+      f"n = 17, alpha = 1, robust D-SHB, seeds {', '.join(map(str, seeds))}; "
+      "kappa_hat_t of eq. (26) every round (a cell with fewer seeds than the "
+      "folder says how many it has).",
+      "",
+      "| f | rule | attack | NNM median kappa_hat_t | Bucketing median "
+      "kappa_hat_t | rounds NNM below | NNM max kappa_hat_t | NNM sqrt(kappa) "
+      "| NNM final acc. % | Bucketing final acc. % |",
+      "| --: | :-- | :-- | --: | --: | --: | --: | --: | --: | --: |"]
+  below_all, exceeded = [], []
+  for f, rule, attack in keys:
+    nnm, buck = (cells[(f, p, rule, attack)] for p in PRES)
+    k_nnm, k_buck = _curves(nnm), _curves(buck)
+    med_nnm = float(np.mean(np.nanmedian(k_nnm, axis=1)))
+    med_buck = float(np.mean(np.nanmedian(k_buck, axis=1)))
+    m_nnm, m_buck = np.nanmean(k_nnm, axis=0), np.nanmean(k_buck, axis=0)
+    both = np.isfinite(m_nnm) & np.isfinite(m_buck)
+    below = (float(np.mean(m_nnm[both] < m_buck[both])) if both.any()
+             else math.nan)
+    below_all.append(below)
+    top = float(np.nanmax(k_nnm))
+    c = nnm[0].result.config
+    kappa = aggregators.robustness_coefficient(
+        c.aggregator, n=c.n, f=c.rule_f, aggregator_args=c.aggregator_args)
+    bound = math.sqrt(kappa) if kappa is not None else math.nan
+    if kappa is not None and top > bound:
+      exceeded.append((f, rule, attack))
+    count = "" if len(nnm) == len(seeds) else f" ({len(nnm)} seeds)"
+    lines.append(
+        f"| {f} | {ex.display('aggregator', rule)} | "
+        f"{ex.display('attack', attack)}{count} | {med_nnm:.3f} | "
+        f"{med_buck:.3f} | {100 * below:.1f}% | {top:.3f} | "
+        f"{'-' if kappa is None else f'{bound:.2f}'} | "
+        f"{_accuracy(nnm)} | {_accuracy(buck)} |")
+  lines += [
+      "",
+      f"NNM below Bucketing in {100 * min(below_all):.1f}-"
+      f"{100 * max(below_all):.1f}% of the rounds over the {len(keys)} "
+      f"(f, rule, attack) cells (mean curves over the seeds).",
+      "NNM's kappa_hat_t above its proven sqrt(kappa) in "
+      + (", ".join(f"f = {f} {rule} {attack}" for f, rule, attack in exceeded)
+         if exceeded else "no round of any seed") + "."]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  return ex.report_main(report, __doc__, os.path.join(HERE, "kappa.md"),
+                        argv, main=HERE)
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
