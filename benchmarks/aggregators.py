@@ -149,7 +149,7 @@ def time_numpy(fn, reps):
   return float(np.median(times))
 
 
-def run_torch(python, x, f, reps, thread_counts):
+def run_torch(python, x, f, reps, thread_counts, device="cpu"):
   """Plain torch's ms per rule (fastest over ``thread_counts``) and outputs."""
   best = {}
   with tempfile.TemporaryDirectory() as tmp:
@@ -159,7 +159,8 @@ def run_torch(python, x, f, reps, thread_counts):
       out = os.path.join(tmp, f"out{threads}.json")
       cmd = [python, os.path.join(HERE, "torch_reference.py"), "--input", path,
              "--f", str(f), "--rules", ",".join(NUMPY_RULES), "--reps",
-             str(reps), "--threads", str(threads), "--out", out, "--outdir",
+             str(reps), "--threads", str(threads), "--device", device,
+             "--out", out, "--outdir",
              os.path.join(tmp, f"outs{threads}")]
       proc = subprocess.run(cmd, capture_output=True, text=True)
       if proc.returncode:
@@ -183,11 +184,14 @@ def numpy_target(name, n):
   return None
 
 
-def numpy_table(shapes, f_of, reps, torch_python=None, torch_threads=(1, 2)):
+def numpy_table(shapes, f_of, reps, torch_python=None, torch_threads=(1, 2),
+                torch_device="cpu"):
   """byzjax vs plain NumPy (and plain torch) on the same inputs: one row per
   rule and shape."""
+  torch_on = (f"on {torch_device}" if torch_device != "cpu" else
+              f"fastest of {','.join(map(str, torch_threads))} threads")
   print(f"\nbyzjax beside plain NumPy and torch written well (median of {reps} "
-        f"calls; torch: fastest of {','.join(map(str, torch_threads))} threads; "
+        f"calls; NumPy on the host's cores; torch: {torch_on}; "
         f"best = the faster of the two; max |diff| of torch's output against "
         f"NumPy's)")
   head = (f"{'rule':16s}{'n':>6s}{'d':>10s}{'byzjax ms':>12s}{'NumPy ms':>11s}"
@@ -208,7 +212,8 @@ def numpy_table(shapes, f_of, reps, torch_python=None, torch_threads=(1, 2)):
     ours = {name: time_call(build([name], f), xj, reps) for name in names}
     theirs = {name: time_numpy(lambda: numpy_rule(name, x, f), reps)
               for name in names}
-    torch_ms = run_torch(torch_python, x, f, reps, torch_threads) if torch_python else {}
+    torch_ms = (run_torch(torch_python, x, f, reps, torch_threads, torch_device)
+                if torch_python else {})
     for name in names:
       reference = numpy_rule(name, x, f)
       t = torch_ms.get(name)
@@ -301,6 +306,8 @@ def main(argv=None):
   p.add_argument("--torch-python",
                  help="python with CPU torch for the plain-torch column of the "
                       "NumPy table (default: --byzfl-python)")
+  p.add_argument("--torch-device", default="cpu",
+                 help='device of the plain-torch column ("cuda" on a GPU)')
   p.add_argument("--only", help="comma-separated labels to run")
   args = p.parse_args(argv)
 
@@ -365,7 +372,7 @@ def main(argv=None):
                                 if n]
     numpy_table(shapes, lambda n: args.f if n == 17 else (n - 1) // 4,
                 max(3, args.reps // 3), args.torch_python or args.byzfl_python,
-                [int(t) for t in args.byzfl_threads.split(",")])
+                [int(t) for t in args.byzfl_threads.split(",")], args.torch_device)
   if args.scaling:
     d = 100_000
     ns = [int(v) for v in args.scaling.split(",")]

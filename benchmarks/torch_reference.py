@@ -1,7 +1,8 @@
 """Plain PyTorch, written well, for the rules of the "beside NumPy" table.
 
-Runs under a virtualenv with CPU torch (the ByzFL one of
-``benchmarks/byzfl_reference.py`` will do); it never imports jax or byzjax.
+Runs under a virtualenv with torch (the CPU one of ByzFL's
+``benchmarks/byzfl_reference.py`` will do; ``--device cuda`` on a GPU); it
+never imports jax or byzjax.
 For each (n, d) input and each rule it calls the rule once to warm up, then
 ``--reps`` times, and reports the median ms per call; the output is saved for
 ``benchmarks/aggregators.py`` to compare with NumPy's.
@@ -45,8 +46,9 @@ def meamed(x, f):
   costs = torch.stack([torch.maximum(med - s[j], s[j + keep - 1] - med)
                        for j in range(n - keep + 1)])
   start = costs.argmin(dim=0)
-  csum = torch.cat([torch.zeros(1, d, dtype=x.dtype), s.cumsum(dim=0)])
-  cols = torch.arange(d)
+  csum = torch.cat([torch.zeros(1, d, dtype=x.dtype, device=x.device),
+                    s.cumsum(dim=0)])
+  cols = torch.arange(d, device=x.device)
   return (csum[start + keep, cols] - csum[start, cols]) / keep
 
 
@@ -70,7 +72,8 @@ def nnm(x, f):
   import torch
   n = x.shape[0]
   nearest = _distances(x).topk(n - f, dim=1, largest=False).indices
-  mix = torch.zeros(n, n, dtype=x.dtype).scatter_(1, nearest, 1.0 / (n - f))
+  mix = torch.zeros(n, n, dtype=x.dtype, device=x.device).scatter_(
+      1, nearest, 1.0 / (n - f))
   return mix @ x
 
 
@@ -85,6 +88,8 @@ def main(argv=None):
   p.add_argument("--rules", default=",".join(RULES))
   p.add_argument("--reps", type=int, default=10)
   p.add_argument("--threads", type=int, default=1)
+  p.add_argument("--device", default="cpu",
+                 help='"cpu" or "cuda" (times then wait for the GPU)')
   p.add_argument("--out", required=True, help="JSON of ms per rule")
   p.add_argument("--outdir", help="where to save each rule's output (.npy)")
   args = p.parse_args(argv)
@@ -93,22 +98,26 @@ def main(argv=None):
   import numpy as np
   import torch
   torch.set_num_threads(args.threads)
-  x = torch.from_numpy(np.load(args.input))
-  results = {"torch": torch.__version__, "threads": args.threads}
+  x = torch.from_numpy(np.load(args.input)).to(args.device)
+  sync = torch.cuda.synchronize if x.is_cuda else lambda: None
+  results = {"torch": torch.__version__, "threads": args.threads,
+             "device": str(x.device)}
   with torch.no_grad():
     for name in args.rules.split(","):
       fn = RULES[name]
       out = fn(x, args.f)
+      sync()
       times = []
       for _ in range(args.reps):
         start = time.perf_counter()
         fn(x, args.f)
+        sync()
         times.append(time.perf_counter() - start)
       entry = {"ms": statistics.median(times) * 1e3}
       if args.outdir:
         os.makedirs(args.outdir, exist_ok=True)
         entry["output_path"] = os.path.join(args.outdir, f"{name}.npy")
-        np.save(entry["output_path"], out.numpy())
+        np.save(entry["output_path"], out.cpu().numpy())
       results[name] = entry
   with open(args.out, "w") as fh:
     json.dump(results, fh)

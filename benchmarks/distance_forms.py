@@ -1,0 +1,84 @@
+"""Which form of the (n, n) squared distances wins on this backend.
+
+Every distance rule (Krum, Multi-Krum, NNM, MDA, Bulyan, CAF, ...) starts from
+the (n, n) matrix of squared distances between the rows of an (n, d) float32
+array. byzjax has two forms (``byzjax._xla_cpu``): exact sums of squared
+differences over column blocks (``_pair_sq_distances``, the XLA:CPU default
+up to 128 rows) and the Gram form centred on the median-norm row
+(``pairwise_sq_distances`` elsewhere: one matmul, which tensor cores and the
+MXU make cheap). This times both (median over --reps jitted calls) and prints
+the largest difference of each against a float64 NumPy reference, relative
+to the largest distance.
+
+  python benchmarks/distance_forms.py
+  python benchmarks/distance_forms.py --shapes 17x431080 64x11000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from byzjax import _xla_cpu as X
+
+
+def _centred_gram(x):
+  n = x.shape[0]
+  sq = jnp.sum(jnp.square(x), axis=1)
+  ref = jnp.argsort(sq)[(n - 1) // 2]
+  xc = x - jax.lax.dynamic_index_in_dim(x, ref, keepdims=True)
+  g = jnp.dot(xc, xc.T, precision=jax.lax.Precision.HIGHEST)
+  diag = jnp.diagonal(g)
+  return jnp.maximum(diag[:, None] + diag[None, :] - 2.0 * g, 0.0)
+
+
+FORMS = {
+    "exact blocked sums": X._pair_sq_distances,  # pylint: disable=protected-access
+    "centred Gram (matmul)": _centred_gram,
+}
+
+
+def _median_ms(fn, x, reps):
+  jax.block_until_ready(fn(x))
+  times = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(x))
+    times.append(time.perf_counter() - start)
+  return 1e3 * statistics.median(times)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--shapes", nargs="+",
+                 default=["17x431080", "17x11000000", "64x431080",
+                          "64x11000000"])
+  p.add_argument("--reps", type=int, default=20)
+  args = p.parse_args(argv)
+  print(f"jax {jax.__version__}, {jax.devices()[0].device_kind} "
+        f"({jax.default_backend()}); float32 input, offset 10 from the origin")
+  print("| n | d | form | ms per call | max rel. error vs float64 |")
+  print("| ---: | ---: | :--- | ---: | ---: |")
+  for shape in args.shapes:
+    n, d = (int(v) for v in shape.split("x"))
+    host = (np.random.default_rng(0).standard_normal((n, d)) + 10.0).astype(
+        np.float32)
+    x64 = host.astype(np.float64)
+    g = x64 @ x64.T
+    sq = np.diag(g)
+    exact = np.maximum(sq[:, None] + sq[None, :] - 2 * g, 0)
+    x = jnp.asarray(host)
+    for name, form in FORMS.items():
+      fn = jax.jit(form)
+      ms = _median_ms(fn, x, args.reps)
+      err = np.max(np.abs(np.asarray(fn(x), np.float64) - exact)) / exact.max()
+      print(f"| {n} | {d:,} | {name} | {ms:,.2f} | {err:.1e} |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
