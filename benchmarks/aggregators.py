@@ -304,7 +304,7 @@ def main(argv=None):
                  help="many-worker n values of the NumPy table (d=100,000)")
   p.add_argument("--no-numpy", action="store_true", help="skip the NumPy table")
   p.add_argument("--torch-python",
-                 help="python with CPU torch for the plain-torch column of the "
+                 help="python with torch for the plain-torch column of the "
                       "NumPy table (default: --byzfl-python)")
   p.add_argument("--torch-device", default="cpu",
                  help='device of the plain-torch column ("cuda" on a GPU)')

@@ -5,8 +5,8 @@ the (n, n) matrix of squared distances between the rows of an (n, d) float32
 array. byzjax has two forms (``byzjax._xla_cpu``): exact sums of squared
 differences over column blocks (``_pair_sq_distances``, the XLA:CPU default
 up to 128 rows) and the Gram form centred on the median-norm row
-(``pairwise_sq_distances`` elsewhere: one matmul, which tensor cores and the
-MXU make cheap). This times both (median over --reps jitted calls) and prints
+(``gram_sq_distances``, what ``pairwise_sq_distances`` uses elsewhere: one
+matmul, which tensor cores and the MXU make cheap). This times both (median over --reps jitted calls) and prints
 the largest difference of each against a float64 NumPy reference, relative
 to the largest distance.
 
@@ -17,40 +17,19 @@ to the largest distance.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aggregators import time_call  # benchmarks/aggregators.py
 from byzjax import _xla_cpu as X
-
-
-def _centred_gram(x):
-  n = x.shape[0]
-  sq = jnp.sum(jnp.square(x), axis=1)
-  ref = jnp.argsort(sq)[(n - 1) // 2]
-  xc = x - jax.lax.dynamic_index_in_dim(x, ref, keepdims=True)
-  g = jnp.dot(xc, xc.T, precision=jax.lax.Precision.HIGHEST)
-  diag = jnp.diagonal(g)
-  return jnp.maximum(diag[:, None] + diag[None, :] - 2.0 * g, 0.0)
 
 
 FORMS = {
     "exact blocked sums": X._pair_sq_distances,  # pylint: disable=protected-access
-    "centred Gram (matmul)": _centred_gram,
+    "centred Gram (matmul)": X.gram_sq_distances,
 }
-
-
-def _median_ms(fn, x, reps):
-  jax.block_until_ready(fn(x))
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(x))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
 
 
 def main(argv=None):
@@ -75,7 +54,7 @@ def main(argv=None):
     x = jnp.asarray(host)
     for name, form in FORMS.items():
       fn = jax.jit(form)
-      ms = _median_ms(fn, x, args.reps)
+      ms = 1e3 * time_call(fn, x, args.reps)
       err = np.max(np.abs(np.asarray(fn(x), np.float64) - exact)) / exact.max()
       print(f"| {n} | {d:,} | {name} | {ms:,.2f} | {err:.1e} |", flush=True)
 

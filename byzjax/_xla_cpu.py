@@ -458,6 +458,14 @@ def pairwise_sq_distances(x: jax.Array,
   xf = x.astype(compute_dtype(x.dtype))
   if n <= MAX_UNROLLED_PAIR_ROWS and _cpu_forms():
     return _pair_sq_distances(xf)
+  return gram_sq_distances(xf, sq_norms)
+
+
+def gram_sq_distances(xf: jax.Array,
+                      sq_norms: jax.Array | None = None) -> jax.Array:
+  """The Gram form of ``pairwise_sq_distances`` (rows centred on the finite
+  row of median norm), whatever the backend and n."""
+  n = xf.shape[0]
   if sq_norms is None:
     sq_norms = row_sq_distances(xf)
   sq_norms = jnp.where(jnp.isfinite(sq_norms), sq_norms, jnp.inf)
