@@ -26,6 +26,7 @@ def _script(*parts):
 slowdown = _script("aggregathor_slowdown", "slowdown.py")
 faults = _script("cge_faults", "faults.py")
 figure2 = _script("figure2_offline", "kappa.py")
+claims = _script("table2_offline", "claims.py")
 
 
 def _kappa_hat(g, r):
@@ -163,3 +164,70 @@ def test_figure2_report_of_a_tiny_grid(tmp_path):
   path = tmp_path / "kappa.md"
   assert figure2.main(["--main", out, "--out", str(path)]) == 0
   assert path.read_text(encoding="utf-8") == text
+
+
+def test_table2_claims_of_a_worked_block():
+  means = {"nnm+krum": {"alie": 80.0, "foe": 70.0},
+           "bucketing+krum": {"alie": 85.0, "foe": 40.0},
+           "krum": {"alie": 10.0, "foe": 60.0}}
+  assert claims.worst_case(means, "nnm+krum") == (70.0, "foe")
+  assert claims.worst_case(means, "krum") == (10.0, "alie")
+  assert claims.best_worst_case(means, "krum")  # 70 > 40 and 70 > 10
+  assert claims.beaten_cells(means, "krum") == [("alie", "bucketing+krum")]
+  means["krum"]["alie"] = 75.0  # vanilla's worst case is now 60: still below
+  assert claims.best_worst_case(means, "krum")
+  means["krum"]["foe"] = 70.0  # a tie is not "above"
+  assert not claims.best_worst_case(means, "krum")
+  # mean 82, sample std 2: the band is 82 ± 2 * 2 / sqrt(3) = 82 ± 2.309
+  assert claims.within_band([80.0, 82.0, 84.0], 84.30)
+  assert not claims.within_band([80.0, 82.0, 84.0], 84.32)
+
+
+def test_table2_claims_hold_on_the_papers_own_table():
+  paper = claims.paper_results.get("fixing_by_mixing_table2")
+  means = {n: {a: c.mean for a, c in row.items()} for n, row in paper.cells.items()}
+  assert all(claims.best_worst_case(means, r) for r in claims.RULES)
+  # "for Krum, CWMed, and CWTM ... NNM outputs the maximal accuracy under all
+  # attacks"; GM is beaten under ALIE (vanilla) and SF (Bucketing), among others.
+  assert [claims.beaten_cells(means, r) for r in ("krum", "median", "trimmed_mean")] == [[], [], []]
+  beaten = dict(claims.beaten_cells(means, "geometric_median"))
+  assert beaten["optimized_alie"] == "geometric_median"
+  assert beaten["sign_flip"] == "bucketing+geometric_median"
+  assert claims.worst_case(means, "nnm+krum") == (70.07, "optimized_foe")
+
+
+def test_table2_claims_report_of_synthetic_seeds(tmp_path, monkeypatch):
+  """Two seeds at the paper's mean ± 1: every claim reads as the paper's, every
+  cell within the band; then one cell breaks NNM's best worst case for Krum."""
+  paper = claims.paper_results.get("fixing_by_mixing_table2")
+  (tmp_path / ex.GRID_FILE).write_text("{}")
+  values = {(n, a, s): c.mean + (1.0 if s == 1 else -1.0)
+            for n, row in paper.cells.items() for a, c in row.items() for s in (1, 2)}
+
+  def records():
+    out = [types.SimpleNamespace(
+        kind="grid", seed=s, settings={"aggregator": n, "attack": a},
+        result=types.SimpleNamespace(max_accuracy=v / 100.0))
+        for (n, a, s), v in values.items()]
+    out += [types.SimpleNamespace(kind="baseline", seed=s, settings={},
+                                  result=types.SimpleNamespace(max_accuracy=a))
+            for s, a in ((1, 0.97), (2, 0.98))]
+    return types.SimpleNamespace(records=out)
+
+  monkeypatch.setattr(claims.ex, "load_grid_results", lambda main: records())
+  text = claims.report(str(tmp_path))
+  assert "# Table 2's claims, checked on seeds 1, 2" in text
+  assert "| Krum | 70.07 (FOE) | 36.10 (FOE) | 10.19 (ALIE) | yes |" in text
+  assert "| yes | 2 of 2 |" in text
+  assert "60 of 60 attack cells; outside:" in text
+  assert "| Krum | none | none |" in text
+  assert "- NNM, paper: 70.07-79.04, lowest with Krum" in text
+  assert "fault-free (D-SHB (f = 0)): 97.50 ± 0.50 over 2 seed(s)" in text
+  # Seed 2's NNM + Krum vs FOE falls to 1.01: below Bucketing's 36.10 on the
+  # mean (36.04) and below vanilla Krum's 9.19 on seed 2 alone.
+  values[("nnm+krum", "optimized_foe", 2)] = 1.01
+  text = claims.report(str(tmp_path))
+  krum = next(l for l in text.splitlines() if l.startswith("| Krum | "))
+  assert krum.endswith("| 1 of 2 (1) |") and "| NO |" in krum
+  # 36.04 ± 2 * 49.5 / sqrt(2): two seeds this far apart hold any mean.
+  assert "60 of 60 attack cells" in text
