@@ -6,7 +6,10 @@ array. byzjax has two forms (``byzjax._xla_cpu``): exact sums of squared
 differences over column blocks (``_pair_sq_distances``, the XLA:CPU default
 up to 128 rows) and the Gram form centred on the median-norm row
 (``gram_sq_distances``, what ``pairwise_sq_distances`` uses elsewhere: one
-matmul, which tensor cores and the MXU make cheap). This times both (median over --reps jitted calls) and prints
+matmul, which tensor cores and the MXU make cheap). This times both, and the
+exact form with the squared row norms in a second pass or in the same one
+(``sq_distances_and_norms``, what ``Rows.dist`` uses), median over --reps
+jitted calls, and prints
 the largest difference of each against a float64 NumPy reference, relative
 to the largest distance.
 
@@ -29,6 +32,11 @@ from byzjax import _xla_cpu as X
 FORMS = {
     "exact blocked sums": X._pair_sq_distances,  # pylint: disable=protected-access
     "centred Gram (matmul)": X.gram_sq_distances,
+    # What Rows.dist needs on the original rows: the distances and the
+    # squared norms (which rows are bad), in two passes or in one.
+    "exact + norms, two passes": lambda x: (X._pair_sq_distances(x),  # pylint: disable=protected-access
+                                            X.row_sq_distances(x)),
+    "exact + norms, one pass": X.sq_distances_and_norms,
 }
 
 
@@ -55,7 +63,9 @@ def main(argv=None):
     for name, form in FORMS.items():
       fn = jax.jit(form)
       ms = 1e3 * time_call(fn, x, args.reps)
-      err = np.max(np.abs(np.asarray(fn(x), np.float64) - exact)) / exact.max()
+      out = fn(x)
+      dist = out[0] if isinstance(out, tuple) else out
+      err = np.max(np.abs(np.asarray(dist, np.float64) - exact)) / exact.max()
       print(f"| {n} | {d:,} | {name} | {ms:,.2f} | {err:.1e} |", flush=True)
 
 

@@ -404,7 +404,7 @@ def row_sq_distances(x: jax.Array, z: jax.Array | None = None) -> jax.Array:
   return _block_sums([jnp.square(b - c) for b, c in pairs], (0, 2))
 
 
-def _pair_sq_distances(x: jax.Array) -> jax.Array:
+def _pair_sq_distances(x: jax.Array, *, with_norms: bool = False):
   """Exact squared distances of a few rows in one pass over the data.
 
   For every pair of rows, the sum of squared differences over each block of
@@ -413,21 +413,44 @@ def _pair_sq_distances(x: jax.Array) -> jax.Array:
   cyclically, (i, i + s mod n) for s = 1..n // 2, so each is computed once
   (twice for s = n / 2) by a static gather, with no concatenation: faster
   than separate reductions over pairs of rows (each re-reads two rows from
-  the L3 cache) or the dot ``x @ x.T``.
+  the L3 cache) or the dot ``x @ x.T``. With ``with_norms``, shift s = 0
+  (the row against zero: its squared norm) rides in the same pass, instead
+  of a second pass over the data.
 
   Args:
     x: (n, d) array in the compute dtype.
+    with_norms: also return the (n,) squared row norms.
 
   Returns:
-    (n, n) symmetric array, zero diagonal; NaN or inf where a row is not finite.
+    (n, n) symmetric array, zero diagonal; NaN or inf where a row is not
+    finite. With ``with_norms``, the pair (distances, squared norms), the
+    norms NaN or inf where a row is not finite.
   """
   n = x.shape[0]
-  shifts = n // 2
-  partner = (np.arange(n)[None, :] + np.arange(1, shifts + 1)[:, None]) % n
-  terms = [jnp.square(b[:, None] - b[:, partner]) for b in _blocks(x)]
-  sums = _block_sums(terms, (0, 3)).reshape(-1)  # (shifts, n) -> flat
-  rows, cols = np.tile(np.arange(n), shifts), partner.reshape(-1)
-  return jnp.zeros((n, n), x.dtype).at[rows, cols].set(sums).at[cols, rows].set(sums)
+  shifts = np.arange(0 if with_norms else 1, n // 2 + 1)
+  partner = (np.arange(n)[None, :] + shifts[:, None]) % n
+  if with_norms:  # shift 0 pairs each row with zero: x_i * 0 (NaN for inf)
+    keep = (shifts > 0).astype(x.dtype)[:, None, None]
+    terms = [jnp.square(b[:, None] - b[:, partner] * keep) for b in _blocks(x)]
+  else:
+    terms = [jnp.square(b[:, None] - b[:, partner]) for b in _blocks(x)]
+  sums = _block_sums(terms, (0, 3))  # (shifts, n)
+  if with_norms:
+    norms, sums, partner = sums[0], sums[1:], partner[1:]
+  sums = sums.reshape(-1)
+  rows, cols = np.tile(np.arange(n), len(partner)), partner.reshape(-1)
+  dist = jnp.zeros((n, n), x.dtype).at[rows, cols].set(sums).at[cols, rows].set(sums)
+  return (dist, norms) if with_norms else dist
+
+
+def sq_distances_and_norms(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """``pairwise_sq_distances(x)`` and ``row_sq_distances(x)`` (in the compute
+  dtype), in one pass over the data where the exact form applies."""
+  xf = x.astype(compute_dtype(x.dtype))
+  if xf.shape[0] <= MAX_UNROLLED_PAIR_ROWS and _cpu_forms():
+    return _pair_sq_distances(xf, with_norms=True)
+  norms = row_sq_distances(xf)
+  return gram_sq_distances(xf, norms), norms
 
 
 def pairwise_sq_distances(x: jax.Array,

@@ -620,15 +620,8 @@ def report(argv: Optional[List[str]] = None) -> int:
     print(experiments.format_markdown(
         results.tables(), title=f"{grid.name}: {experiments.summary(grid)}"))
     print(f"{len(results.records)} of {total} results in {args.out}")
-    environments = store.saved_environments(args.out)
-    if len(environments) > 1:
-      print("trained in more than one environment (float rounding differs "
-            "between them):")
-    for text, count in environments.items():
-      print(f"  {count} result(s): {text}")
-    for text, count in store.saved_environments(args.out,
-                                                store.source_text).items():
-      print(f"  {count} result(s): {text}")
+    for line in store.report_environments(args.out):
+      print(line)
     return 0
 
   return _guarded("byzjax report", body)

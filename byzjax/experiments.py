@@ -233,10 +233,9 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
   keys = [(r, s) for r in runs for s in grid.seeds]
   mine = [k for i, k in enumerate(keys)
           if shard is None or i % shard[1] == shard[0]]
-  saved = set()
-  if leader:
-    saved = {(r.id, s) for r, s in mine
-             if load_result(out_dir, r, s) is not None}
+  # What prepare_folder found saved (read once); a result another process
+  # saves meanwhile is caught when its claim is taken below.
+  saved = set(report.reused) if leader else set()
   # Several processes of one jax.distributed job train the same runs
   # together: the leader's folder decides what is left.
   flags = sharding.agree([(r.id, s) in saved for r, s in mine])

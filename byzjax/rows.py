@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from byzjax._xla_cpu import (HIGHEST, MAX_UNROLLED_PAIR_ROWS, clean_rows,
                              compute_dtype, finite_or_zero, mask_bad, pairwise_sq_distances,
                              partitioned_rows, row_sq_distances, sorted_rows,
-                             tree_sum)
+                             sq_distances_and_norms, tree_sum)
 
 
 class Mix(NamedTuple):
@@ -139,8 +139,12 @@ class Rows:
 
   def _dist(self):
     if self._parent is None:
-      return mask_bad(pairwise_sq_distances(self.x, self.sq_norms()),
-                      self.bad())
+      if "sq_norms" in self._cache:
+        dist = pairwise_sq_distances(self.x, self._cache["sq_norms"])
+      else:  # the norms in the same pass as the distances where it can
+        dist, n2 = sq_distances_and_norms(self.x)
+        self._cache["sq_norms"] = jnp.where(jnp.isfinite(n2), n2, jnp.inf)
+      return mask_bad(dist, self.bad())
     op = self._op
     p = self._parent
     pd = finite_or_zero(p.dist())

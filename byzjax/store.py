@@ -215,12 +215,14 @@ class FolderReport(NamedTuple):
     return out
 
 
-def saved_keys(out_dir: str) -> Tuple[Dict[Tuple[str, int], str], List[str]]:
-  """Readable result files as {(run id, seed): path}, and the damaged paths."""
-  keys, damaged = {}, []
+def _saved_records(out_dir: str) -> Tuple[Dict[Tuple[str, int], Tuple[str, Dict[str, Any]]],
+                                        List[str]]:
+  """Readable result files as {(run id, seed): (path, record)}, and the
+  damaged paths (each file read once)."""
+  found, damaged = {}, []
   root = os.path.join(out_dir, RESULTS_DIR)
   if not os.path.isdir(root):
-    return keys, damaged
+    return found, damaged
   for run_id in sorted(os.listdir(root)):
     folder = os.path.join(root, run_id)
     if not os.path.isdir(folder):
@@ -237,8 +239,14 @@ def saved_keys(out_dir: str) -> Tuple[Dict[Tuple[str, int], str], List[str]]:
       except (OSError, ValueError, KeyError, TypeError):
         damaged.append(path)
         continue
-      keys[(run_id, seed)] = path
-  return keys, damaged
+      found[(run_id, seed)] = (path, record)
+  return found, damaged
+
+
+def saved_keys(out_dir: str) -> Tuple[Dict[Tuple[str, int], str], List[str]]:
+  """Readable result files as {(run id, seed): path}, and the damaged paths."""
+  found, damaged = _saved_records(out_dir)
+  return {key: path for key, (path, _) in found.items()}, damaged
 
 
 def environment_text(env: Optional[Mapping[str, Any]]) -> str:
@@ -259,6 +267,42 @@ def source_text(env: Optional[Mapping[str, Any]]) -> str:
   return f"byzjax {version} at commit {commit}"
 
 
+def execution_text(execution: Optional[Mapping[str, Any]]) -> str:
+  """One line for a ``RunResult.execution``: how seeds and workers were
+  computed, and on what mesh."""
+  if not execution:
+    return "execution not recorded (saved before byzjax kept it)"
+  batch = execution.get("batch", 1)
+  seeds = ("seeds one at a time" if execution.get("seed_batching") != "vmap"
+           else f"seeds vectorized, {batch} per program")
+  mesh = execution.get("mesh")
+  where = ("one device" if not mesh else
+           f"mesh runs={mesh['runs']} x workers={mesh['workers']}")
+  return f"{seeds}, workers by {execution.get('per_worker', '?')}, {where}"
+
+
+def _record_environment(record: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+  return record.get("environment")
+
+
+def _record_execution(record: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+  return record["result"].get("execution")
+
+
+def saved_counts(out_dir: str,
+                 describe: Sequence[Callable[[Mapping[str, Any]], str]]
+                ) -> List[Dict[str, int]]:
+  """For each ``describe`` (a saved record -> a line), how many of the
+  folder's saved results each line describes, most first (one read of each
+  file for all of them)."""
+  counts: List[Dict[str, int]] = [{} for _ in describe]
+  for _, record in _saved_records(out_dir)[0].values():
+    for fn, table in zip(describe, counts):
+      text = fn(record)
+      table[text] = table.get(text, 0) + 1
+  return [dict(sorted(t.items(), key=lambda kv: -kv[1])) for t in counts]
+
+
 def saved_environments(
     out_dir: str, describe: Callable[[Optional[Mapping[str, Any]]], str] = (
         environment_text)) -> Dict[str, int]:
@@ -268,12 +312,25 @@ def saved_environments(
   (``environment()`` says why); the counts come from the result files.
   ``describe`` names an environment (``source_text``: the byzjax source).
   """
-  counts: Dict[str, int] = {}
-  for path in saved_keys(out_dir)[0].values():
-    with open(path, encoding="utf-8") as fh:
-      text = describe(json.load(fh).get("environment"))
-    counts[text] = counts.get(text, 0) + 1
-  return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+  return saved_counts(out_dir, [lambda r: describe(_record_environment(r))])[0]
+
+
+def report_environments(out_dir: str) -> List[str]:
+  """The lines ``byzjax report`` prints about where and how the folder's
+  results were computed: environments, byzjax sources and executions, with
+  a warning first when the results do not all share one (their float
+  rounding then differs)."""
+  envs, sources, executions = saved_counts(out_dir, [
+      lambda r: environment_text(_record_environment(r)),
+      lambda r: source_text(_record_environment(r)),
+      lambda r: execution_text(_record_execution(r))])
+  lines = []
+  if len(envs) > 1 or len(executions) > 1:
+    lines.append("trained in more than one environment or execution (float "
+                 "rounding differs between them):")
+  for table in (envs, sources, executions):
+    lines += [f"  {count} result(s): {text}" for text, count in table.items()]
+  return lines
 
 
 def _read_grid_file(path: str) -> Optional[Dict[str, Any]]:

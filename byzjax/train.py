@@ -162,6 +162,10 @@ class RunResult:
       per round, see ``RoundMetrics``.
     compile_seconds: time spent compiling (shared by the seeds of a call).
     train_seconds: time spent running, excluding compilation.
+    execution: how it was computed (``Experiment.execution_record``): the
+      strategies, the seeds computed in the same program and the mesh. Never
+      part of what a run computes, but float rounding may depend on it (on
+      GPUs, a seed vectorized with others rounds differently than alone).
   """
 
   config: RunConfig
@@ -176,6 +180,7 @@ class RunResult:
   eta: List[float]
   compile_seconds: float = 0.0
   train_seconds: float = 0.0
+  execution: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
   @property
   def max_accuracy(self) -> float:
@@ -785,13 +790,33 @@ class Experiment:
             test_accuracy=np.asarray(accuracy, np.float64).tolist(),
             **{name: np.asarray(getattr(metric, name), np.float64).tolist()
                for name in RoundMetrics._fields},
-            compile_seconds=compile_s, train_seconds=seconds)
+            compile_seconds=compile_s, train_seconds=seconds,
+            execution=self.execution_record(input_seeds, jax.tree.leaves(
+                state)[0].shape[0] if programs.batched else 1))
         results.append(result)
         if on_result is not None:
           on_result(result)
       if checkpoints is not None:
         checkpoints.discard(input_seeds)
     return results
+
+  def execution_record(self, seeds: Sequence[int], batch: int = 1
+                      ) -> Dict[str, Any]:
+    """How a program computed ``seeds`` (``RunResult.execution``).
+
+    Args:
+      seeds: the seeds of one program (one seed, or the vectorized seeds).
+      batch: the program's leading seed axis (the seeds, padded to a whole
+        number per "runs" shard), 1 for one seed.
+    """
+    layout = self.layout
+    return {"per_worker": self.execution.per_worker,
+            "seed_batching": self.execution.seed_batching,
+            "seeds_together": [int(s) for s in seeds], "batch": int(batch),
+            "mesh": None if layout is None else {
+                "runs": layout.runs, "workers": layout.workers,
+                "devices": int(layout.mesh.devices.size),
+                "processes": jax.process_count()}}
 
   def _history_like(self, evaluate, state, data, done_lengths):
     """Zeros shaped like the curves after the chunks ``done_lengths``."""

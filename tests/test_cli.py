@@ -157,11 +157,12 @@ def test_sweep_json_grid_with_overrides_then_report(tmp_path, capsys):
   assert f"  1 result(s): cpu x 1, 1 process(es), {threads} CPU thread(s)" in text
   assert "more than one environment" not in text
   assert f"  1 result(s): {store.source_text(store.versions())}" in text
+  assert "  1 result(s): seeds one at a time, workers by loop, one device" in text
   # A result saved by an older byzjax (no environment) is named as such.
   (saved,) = glob.glob(os.path.join(out, "results", "*", "seed-*.json"))
   with open(saved, encoding="utf-8") as fh:
     record = json.load(fh)
-  del record["environment"]
+  del record["environment"], record["result"]["execution"]
   with open(os.path.join(os.path.dirname(saved), "seed-9.json"), "w",
             encoding="utf-8") as fh:
     json.dump({**record, "result": {**record["result"], "seed": 9}}, fh)
@@ -170,6 +171,7 @@ def test_sweep_json_grid_with_overrides_then_report(tmp_path, capsys):
   assert "trained in more than one environment" in text
   assert "  1 result(s): not recorded" in text
   assert "source commit not recorded" in text
+  assert "  1 result(s): execution not recorded" in text
   assert cli.main(["sweep", "no_such_grid"]) == 2
   assert "no grid config 'no_such_grid'" in capsys.readouterr().err
   assert cli.main(["report", str(tmp_path)]) == 2

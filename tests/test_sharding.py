@@ -14,7 +14,6 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -98,6 +97,7 @@ exp = train.Experiment(c, execution=train.Execution(
     devices=None if sys.argv[1] == "all" else int(sys.argv[1])))
 print("LAYOUT", exp.layout.describe() if exp.layout else "none")
 results = exp.run()
+print("EXECUTION", json.dumps(results[1].execution))
 print(json.dumps([{k: getattr(r, k) for k in (
     "loss", "test_accuracy", "aggregate_error", "kappa_hat", "eta",
     "byzantine_influence")} for r in results]))
@@ -116,6 +116,16 @@ def test_a_run_on_8_devices_equals_one_device():
   one = _python(RUN, 8, "1").strip().splitlines()
   assert "LAYOUT mesh runs=2 x workers=4 over 8 cpu device(s)" in eight[0]
   assert one[0] == "LAYOUT none"
+  # Each result records the program it came from: seeds 1 and 2 vectorized
+  # over the mesh, or one after another on one device.
+  execution = lambda lines: json.loads(lines[-2].removeprefix("EXECUTION "))
+  assert execution(eight) == {
+      "per_worker": "vmap", "seed_batching": "vmap", "seeds_together": [1, 2],
+      "batch": 2, "mesh": {"runs": 2, "workers": 4, "devices": 8,
+                           "processes": 1}}
+  assert execution(one) == {
+      "per_worker": "loop", "seed_batching": "sequential",
+      "seeds_together": [2], "batch": 1, "mesh": None}
   _close(json.loads(eight[-1]), json.loads(one[-1]))
 
 

@@ -275,6 +275,13 @@ def test_a_seed_gives_the_same_numbers_whatever_seeds_run_with_it(seed_batching)
   together = train.train(config.replace(seeds=(5, 2, 9)), dataset=digits(),
                          execution=execution)[1]
   assert together.seed == 2
+  # Each result says how it was computed: alone, or with which seeds.
+  want = [2] if seed_batching == "sequential" else [5, 2, 9]
+  assert together.execution == {
+      "per_worker": "loop", "seed_batching": seed_batching,
+      "seeds_together": want, "batch": len(want), "mesh": None}
+  assert alone.execution["seeds_together"] == [2]
+  assert train.RunResult.from_dict(together.to_dict()).execution == together.execution
   if seed_batching == "sequential":  # the same program: bitwise
     np.testing.assert_array_equal(alone.loss, together.loss)
     np.testing.assert_array_equal(alone.test_accuracy, together.test_accuracy)
