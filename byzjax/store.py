@@ -455,13 +455,11 @@ def _rename_older_ids(out_dir: str, keys: Mapping[Tuple[str, int], str],
 def runs_from_results(out_dir: str) -> List[Run]:
   """The runs of a folder's result files (each carries its run and config),
   for a folder whose grid.json is lost."""
-  keys, _ = saved_keys(out_dir)
+  keys, _ = _saved_records(out_dir)
   runs = {}
-  for (run_id, _), path in keys.items():
+  for (run_id, _), (_, record) in keys.items():
     if run_id in runs:
       continue
-    with open(path, encoding="utf-8") as fh:
-      record = json.load(fh)
     config = config_from_dict(record["result"]["config"])
     runs[run_id] = Run(run_id, record.get("kind", "grid"),
                        record.get("label", run_id), record.get("settings", {}),
