@@ -27,6 +27,7 @@ slowdown = _script("aggregathor_slowdown", "slowdown.py")
 faults = _script("cge_faults", "faults.py")
 figure2 = _script("figure2_offline", "kappa.py")
 claims = _script("table2_offline", "claims.py")
+fraction = _script("cge_fraction", "fraction.py")
 
 
 def _kappa_hat(g, r):
@@ -126,6 +127,56 @@ def test_faults_report_of_a_tiny_grid(tmp_path):
   expected = [f"{100 * final[('cge', a)].test_accuracy[-1]:.2f}"
               for a in ("gradient_reverse", "coordinate_wise")]
   assert cge_row == "| CGE | " + " | ".join(expected) + " |"
+
+
+def test_late_accuracy_and_falls_of_worked_curves():
+  result = types.SimpleNamespace(eval_steps=[0, 50, 100, 150, 200, 250],
+                                 test_accuracy=[0.1, 0.5, 0.9, 0.2, 0.6, 0.7])
+  assert fraction.late_accuracy(result, late=100) == pytest.approx(0.5)
+  assert fraction.late_accuracy(result, late=0) == pytest.approx(0.7)
+  assert fraction.late_accuracy(result, late=1000) == pytest.approx(0.5)
+  assert fraction.falls([0.9, 0.8, 0.85, 0.7]) == 2
+  assert fraction.falls([0.5]) == 0
+
+
+def test_fraction_report_of_a_tiny_grid(tmp_path, monkeypatch):
+  monkeypatch.setattr(fraction, "LATE", 2)
+  monkeypatch.setattr(fraction, "SETTLED", 1)
+  base = ex.cge_mnist(dataset="digits", model="logistic_regression",
+                      steps=4, eval_every=1)
+  grid = ex.Grid("fraction_tiny", base,
+                 axes={"f": [1, 2], "batch_size": [4, 8], "aggregator": ["cge"],
+                       "attack": ["coordinate_wise"]},
+                 seeds=(1, 2), baselines=[ex.CGE_FAULT_FREE])
+  out = str(tmp_path)
+  ex.run_grid(grid, out, progress=False, plots=False)
+  runs = {}
+  for r in ex.load_grid_results(out).records:
+    key = ("free" if r.kind == "baseline" else r.settings["f"],
+           r.settings["batch_size"])
+    runs.setdefault(key, []).append(r.result)
+  assert all(len(v) == 2 for v in runs.values()) and len(runs) == 6
+  # Late accuracy: evaluations at rounds >= 4 - 2; loss maximum after round 1.
+  late = {k: np.mean([np.mean(r.test_accuracy[2:]) for r in v])
+          for k, v in runs.items()}
+  spike = {k: np.mean([np.max(r.loss[1:]) for r in v]) for k, v in runs.items()}
+  lines = fraction.report(out).splitlines()
+  drop = [late[(1, k)] - late[(2, k)] for k in (4, 8)]
+  for k, d in zip((4, 8), drop):
+    assert f"| CGE | {k} | {100 * d:+.1f} ({int(d > 0)}) |" in lines
+  for f in (1, 2):
+    assert f"| CGE | {f} | {100 * (late[(f, 8)] - late[(f, 4)]):+.1f} |" in lines
+  assert ("| CGE | " + " | ".join(f"{spike[(f, k)]:.2f}" for f in (1, 2)
+                                  for k in (4, 8)) + " |") in lines
+  better = sum(late[(f, 8)] > late[(f, 4)] for f in (1, 2))
+  assert any(l.startswith(f"- Claim 2: k = 8 is above k = 4 in {better} of 2 ")
+             for l in lines)
+  assert any(l.startswith(f"- Claim 1: the late accuracy at f = 2 is below f = "
+                          f"1 in {sum(d > 0 for d in drop)} of 2 ") for l in lines)
+  # Two seeds: mean ± population std of the final accuracy.
+  final = 100 * np.array([r.test_accuracy[-1] for r in runs[(1, 4)]])
+  assert any(l.startswith(f"| CGE | 1 | {final.mean():.2f} ± {final.std():.2f} |")
+             for l in lines)
 
 
 def test_figure2_report_of_a_tiny_grid(tmp_path):

@@ -1,0 +1,262 @@
+"""The CGE paper's fraction-of-faults and batch-size experiment (Figures 4-11), read off the saved runs.
+
+Section 3.4.1 of Gupta, Liu, Vaidya (D-SGD on MNIST, n = 10 agents, LeNet;
+the figures are curves with no printed numbers) makes three claims about
+Multi-KRUM (m = 2) and CGE under f = 1-4 faulty agents and batch sizes
+k = 16 and 64, which this script measures from the runs of
+``experiments/cge_fraction.py`` (nothing is trained):
+
+1. "the learning process for both the gradient-filters deteriorates with
+   increase in the fraction of faults" (Figures 8-11): for each filter, k and
+   fault type, the accuracy at f = 1 minus at f = 4, and in how many of the
+   three steps f -> f + 1 the mean accuracy falls;
+2. "the increase in the batch-size improves the fault-tolerance for any given
+   fraction of faults" (Figures 4-11): for each filter, f and fault type, the
+   accuracy at k = 64 minus at k = 16;
+3. Section 3.5: under coordinate-wise faults CGE's training loss "is littered
+   with spikes even in the later stages", and "the magnitude of these spikes
+   attenuates significantly" from k = 16 to k = 64 (Figure 8(b) against
+   10(b)): the largest training loss after round ``SETTLED`` (the honest
+   agents' minibatch loss, logged every round), beside the fault-free run's at
+   the same k (a smaller batch's loss is noisier without any fault).
+
+Accuracy is read two ways: the final test accuracy (the grid's metric), and
+the late accuracy, the mean of the evaluations in the last ``LATE`` rounds,
+which a single dive of an erratic curve moves less. Claims 1 and 2 are
+counted on the late accuracy's mean over the seeds.
+
+  python experiments/results/cge_fraction/fraction.py [--main DIR] [--out FILE]
+
+Defaults: this folder, and fraction.md in it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from byzjax import experiments as ex
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _faults_script():
+  """cge_faults/faults.py, whose loss measure this script shares."""
+  path = os.path.join(HERE, os.pardir, "cge_faults", "faults.py")
+  spec = importlib.util.spec_from_file_location("cge_faults_faults", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+settled_max_loss = _faults_script().settled_max_loss
+LATE = 200  # late accuracy: the mean of the evaluations at rounds >= T - LATE
+SETTLED = 100  # rounds after which the loss maximum is read (faults.py's)
+FILTERS = ("multi_krum", "cge")
+SPIKE_FAULT = "coordinate_wise"
+FAULT_FREE = "fault-free"
+
+Key = Tuple[str, int, int, str]  # (filter, f, batch size, fault)
+
+
+def late_accuracy(result, late: int = LATE) -> float:
+  """The mean test accuracy (a fraction) of the evaluations at rounds >=
+  last evaluated round - ``late``."""
+  steps = np.asarray(result.eval_steps)
+  acc = np.asarray(result.test_accuracy, np.float64)
+  return float(acc[steps >= steps[-1] - late].mean())
+
+
+def _cells(records) -> Dict[Key, List]:
+  """(filter, f, k, fault) -> the seeds' results; the fault-free baseline of
+  batch size k under (FAULT_FREE, 0, k, FAULT_FREE)."""
+  cells: Dict[Key, Dict[int, object]] = {}
+  for r in records:
+    s = r.settings
+    if r.kind == "baseline":
+      key = (FAULT_FREE, 0, int(s["batch_size"]), FAULT_FREE)
+    else:
+      key = (s["aggregator"], int(s["f"]), int(s["batch_size"]), s["attack"])
+    cells.setdefault(key, {}).setdefault(r.seed, r.result)
+  return {k: [v[s] for s in sorted(v)] for k, v in cells.items()}
+
+
+def _mean(results: Optional[Sequence], measure) -> float:
+  return float(np.mean([measure(r) for r in results])) if results else float("nan")
+
+
+def falls(means: Sequence[float]) -> int:
+  """In how many consecutive steps of ``means`` the value falls."""
+  m = np.asarray(means, np.float64)
+  return int(np.sum(m[1:] < m[:-1]))
+
+
+def report(main: str) -> str:
+  """The fraction and batch-size tables and claims as Markdown."""
+  if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
+    raise SystemExit(f"no cge_fraction results in {main}")
+  results = ex.load_grid_results(main)
+  cells = _cells(results.records)
+  grid_keys = [k for k in cells if k[0] != FAULT_FREE]
+  if not grid_keys:
+    raise SystemExit(f"{main}: no run of a filter is saved yet")
+  filters = [a for a in FILTERS if any(k[0] == a for k in grid_keys)]
+  fs = sorted({k[1] for k in grid_keys})
+  ks = sorted({k[2] for k in grid_keys})
+  faults = [a for a in ex.CGE_FAULTS if any(k[3] == a for k in grid_keys)]
+  seeds = sorted({r.seed for r in results.records})
+  agg = lambda a: ex.display("aggregator", a)
+  att = lambda a: ex.display("attack", a)
+  config = next(r for r in results.records if r.kind == "grid").result.config
+  late = lambda r: late_accuracy(r, LATE)
+  final = lambda r: ex.metric_value(r, "final_accuracy")
+
+  def stat(res, measure):
+    if not res:
+      return "-"
+    n = f" ({len(res)})" if len(res) < len(seeds) else ""
+    return ex.format_stat(ex.stat_of([measure(r) for r in res])) + n
+
+  def points(x):
+    return "-" if not np.isfinite(x) else f"{100 * x:+.1f}"
+
+  out = ["# CGE paper, fraction of faults and batch size (Figures 4-11), measured",
+         "", f"n = {config.n} agents, D-SGD, {config.steps} rounds, "
+         f"evaluation every {config.eval_every}; seeds "
+         f"{', '.join(map(str, seeds))}; cells: mean ± population std over the "
+         "seeds (a cell lists how many it has when fewer). Late accuracy: the "
+         f"mean of the evaluations in the last {LATE} rounds."]
+
+  for title, measure in (("Final test accuracy (%)", final),
+                         (f"Late test accuracy (%), last {LATE} rounds", late)):
+    for k in ks:
+      out += ["", f"## {title}, batch size k = {k}", "",
+              "| filter | f | " + " | ".join(att(a) for a in faults)
+              + " | worst case |",
+              "| :-- | --: | " + " | ".join("--:" for _ in faults) + " | --: |"]
+      for a in filters:
+        for f in fs:
+          row = [stat(cells.get((a, f, k, t)), measure) for t in faults]
+          mean = {t: _mean(cells.get((a, f, k, t)), measure) for t in faults}
+          done = [t for t in faults if np.isfinite(mean[t])]
+          worst = min(done, key=mean.get) if done else None
+          worst_text = (f"{100 * mean[worst]:.2f} ({att(worst)})"
+                        if worst else "-")
+          out.append(f"| {agg(a)} | {f} | " + " | ".join(row)
+                     + f" | {worst_text} |")
+      base = cells.get((FAULT_FREE, 0, k, FAULT_FREE))
+      if base:
+        out += ["", f"Fault-free (f = 0, averaging), k = {k}: "
+                f"{stat(base, measure)}"]
+
+  # Claim 1: deterioration with f.
+  series = []
+  if len(fs) >= 2:
+    out += ["", "## Claim 1: accuracy against the fraction of faults", "",
+            f"Late accuracy at f = {fs[0]} minus at f = {fs[-1]} (points; "
+            "positive: it deteriorates), and in brackets in how many of the "
+            f"{len(fs) - 1} steps f -> f + 1 the mean falls.", "",
+            "| filter | k | " + " | ".join(att(a) for a in faults) + " |",
+            "| :-- | --: | " + " | ".join("--:" for _ in faults) + " |"]
+    for a in filters:
+      for k in ks:
+        row = []
+        for t in faults:
+          means = [_mean(cells.get((a, f, k, t)), late) for f in fs]
+          if not np.all(np.isfinite(means)):
+            row.append("-")
+            continue
+          drop = means[0] - means[-1]
+          series.append((a, k, t, drop, falls(means)))
+          row.append(f"{100 * drop:+.1f} ({falls(means)})")
+        out.append(f"| {agg(a)} | {k} | " + " | ".join(row) + " |")
+
+  # Claim 2: the larger batch.
+  gains = []
+  if len(ks) >= 2:
+    small, large = ks[0], ks[-1]
+    out += ["", f"## Claim 2: batch size k = {large} against k = {small}", "",
+            f"Late accuracy at k = {large} minus at k = {small} (points; "
+            "positive: the larger batch is better).", "",
+            "| filter | f | " + " | ".join(att(a) for a in faults) + " |",
+            "| :-- | --: | " + " | ".join("--:" for _ in faults) + " |"]
+    for a in filters:
+      for f in fs:
+        row = []
+        for t in faults:
+          gain = (_mean(cells.get((a, f, large, t)), late)
+                  - _mean(cells.get((a, f, small, t)), late))
+          if np.isfinite(gain):
+            gains.append((a, f, t, gain))
+          row.append(points(gain))
+        out.append(f"| {agg(a)} | {f} | " + " | ".join(row) + " |")
+
+  # Claim 3: loss spikes under coordinate-wise faults.
+  out += ["", f"## Claim 3: largest training loss after round {SETTLED}, "
+          f"{att(SPIKE_FAULT)} faults", "",
+          "The honest agents' mean minibatch loss; mean over the seeds of each "
+          "run's maximum; the fault-free run's at the same k in the last row.",
+          "", "| filter | " + " | ".join(f"f = {f}, k = {k}" for f in fs
+                                         for k in ks) + " |",
+          "| :-- | " + " | ".join("--:" for _ in fs for _ in ks) + " |"]
+  max_loss = lambda r: settled_max_loss(r, SETTLED)
+  spike = lambda a, f, k: _mean(cells.get((a, f, k, SPIKE_FAULT)), max_loss)
+  fmt = lambda x: "-" if not np.isfinite(x) else f"{x:.2f}"
+  for a in filters:
+    out.append(f"| {agg(a)} | " + " | ".join(fmt(spike(a, f, k)) for f in fs
+                                             for k in ks) + " |")
+  free = {k: _mean(cells.get((FAULT_FREE, 0, k, FAULT_FREE)), max_loss)
+          for k in ks}
+  out.append("| fault-free | " + " | ".join(fmt(free[k]) for _ in fs
+                                            for k in ks) + " |")
+
+  # The claims, counted.
+  out += ["", "## The claims, counted", ""]
+  if series:
+    worse = sum(d > 0 for *_, d, _ in series)
+    steps = sum(n for *_, n in series)
+    out.append(f"- Claim 1: the late accuracy at f = {fs[-1]} is below f = "
+               f"{fs[0]} in {worse} of {len(series)} (filter, k, fault) "
+               f"series; it falls in {steps} of {len(series) * (len(fs) - 1)}"
+               " steps f -> f + 1.")
+    for a in filters:
+      mine = [d for b, _, _, d, _ in series if b == a]
+      out.append(f"  - {agg(a)}: below in {sum(d > 0 for d in mine)} of "
+                 f"{len(mine)}; drop f = {fs[0]} -> {fs[-1]} "
+                 f"{100 * min(mine):+.1f} to {100 * max(mine):+.1f} points.")
+  if gains:
+    better = sum(g > 0 for *_, g in gains)
+    out.append(f"- Claim 2: k = {ks[-1]} is above k = {ks[0]} in {better} of "
+               f"{len(gains)} (filter, f, fault) cells; gains "
+               f"{100 * min(g for *_, g in gains):+.1f} to "
+               f"{100 * max(g for *_, g in gains):+.1f} points.")
+    for a in filters:
+      for f in fs:
+        mine = [g for b, c, _, g in gains if b == a and c == f]
+        if mine:
+          out.append(f"  - {agg(a)}, f = {f}: above in "
+                     f"{sum(g > 0 for g in mine)} of {len(mine)} "
+                     f"(mean {100 * np.mean(mine):+.1f} points).")
+  if len(ks) >= 2 and "cge" in filters:
+    pairs = [(f, spike("cge", f, ks[0]), spike("cge", f, ks[-1])) for f in fs]
+    pairs = [p for p in pairs if np.isfinite(p[1]) and np.isfinite(p[2])]
+    if pairs:
+      lower = sum(b < a for _, a, b in pairs)
+      text = ", ".join(f"f = {f}: {a:.2f} -> {b:.2f}" for f, a, b in pairs)
+      out.append(f"- Claim 3: CGE's largest loss after round {SETTLED} under "
+                 f"{att(SPIKE_FAULT)} faults is lower at k = {ks[-1]} than at "
+                 f"k = {ks[0]} for {lower} of {len(pairs)} values of f ({text};"
+                 f" fault-free {fmt(free[ks[0]])} -> {fmt(free[ks[-1]])}).")
+  return "\n".join(out) + "\n"
+
+
+def main(argv=None) -> int:
+  return ex.report_main(report, __doc__, os.path.join(HERE, "fraction.md"),
+                        argv, main=HERE)
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
