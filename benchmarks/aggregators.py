@@ -209,7 +209,7 @@ def numpy_table(shapes, f_of, reps, torch_python=None, torch_threads=(1, 2),
     # the cores from XLA (measured: byzjax's NNM 14.5 ms 0.5 s after NumPy's
     # Krum, 11.1 ms 3 s later): every byzjax rule of a shape is timed first,
     # then NumPy's forms, then torch's (in another process).
-    ours = {name: time_call(build([name], f), xj, reps) for name in names}
+    ours = {name: time_call(build([name], f), xj, reps=reps) for name in names}
     theirs = {name: time_numpy(lambda: numpy_rule(name, x, f), reps)
               for name in names}
     torch_ms = (run_torch(torch_python, x, f, reps, torch_threads, torch_device)
@@ -234,12 +234,13 @@ def numpy_table(shapes, f_of, reps, torch_python=None, torch_threads=(1, 2),
       print(row)
 
 
-def time_call(fn, x, reps):
-  jax.block_until_ready(fn(x))
+def time_call(fn, *args, reps):
+  """Median seconds of ``fn(*args)`` over ``reps`` calls, after one warm-up."""
+  jax.block_until_ready(fn(*args))
   times = []
   for _ in range(reps):
     start = time.perf_counter()
-    jax.block_until_ready(fn(x))
+    jax.block_until_ready(fn(*args))
     times.append(time.perf_counter() - start)
   return float(np.median(times))
 
@@ -322,7 +323,7 @@ def main(argv=None):
   for d in [int(v) for v in args.dims.split(",")]:
     x = np.random.default_rng(0).standard_normal((args.n, d)).astype(np.float32)
     xj = jnp.asarray(x)
-    copy_s = time_call(jax.jit(lambda v: v + 0.0), xj, args.reps)
+    copy_s = time_call(jax.jit(lambda v: v + 0.0), xj, reps=args.reps)
     gb = args.n * d * 4 / 1e9
     byzfl = {}
     if args.byzfl_python:
@@ -341,7 +342,7 @@ def main(argv=None):
     for label, stages, f_override, byzfl_name in cases:
       f = args.f if f_override is None else f_override
       fn = build(stages, f)
-      secs = time_call(fn, xj, args.reps)
+      secs = time_call(fn, xj, reps=args.reps)
       row = f"{label:28s}{secs * 1e6:12,.0f}{gb / secs:8.1f}"
       entry = byzfl.get(byzfl_name) if byzfl_name else None
       if entry and entry.get("fastest_ms"):
@@ -385,7 +386,7 @@ def main(argv=None):
         x = jnp.asarray(np.random.default_rng(1).standard_normal((n, d)).astype(np.float32))
         try:
           fn = build(stages, f)
-          cells.append(f"{time_call(fn, x, max(3, args.reps // 3)) * 1e6:12,.0f}")
+          cells.append(f"{time_call(fn, x, reps=max(3, args.reps // 3)) * 1e6:12,.0f}")
         except ValueError:
           cells.append(f"{'n/a':>12s}")  # e.g. C(n, f) subsets too many
       print(f"{label:28s}" + "".join(cells))

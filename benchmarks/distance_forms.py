@@ -62,7 +62,7 @@ def main(argv=None):
     x = jnp.asarray(host)
     for name, form in FORMS.items():
       fn = jax.jit(form)
-      ms = 1e3 * time_call(fn, x, args.reps)
+      ms = 1e3 * time_call(fn, x, reps=args.reps)
       out = fn(x)
       dist = out[0] if isinstance(out, tuple) else out
       err = np.max(np.abs(np.asarray(dist, np.float64) - exact)) / exact.max()

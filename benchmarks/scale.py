@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
@@ -35,18 +33,9 @@ import jax  # noqa: E402  (after XLA_FLAGS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from aggregators import time_call  # noqa: E402  (benchmarks/aggregators.py)
 from byzjax import aggregators, sharding, train  # noqa: E402
 from byzjax.sharding import distributed_layout  # noqa: E402
-
-
-def _median_ms(fn, *args, reps=5):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(reps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
 
 
 def aggregation_step(n, d, f, devices, run):
@@ -77,7 +66,7 @@ def aggregation_step(n, d, f, devices, run):
     host = rng.standard_normal((n, d)).astype(np.float32)
     place = (lambda a: sharding.global_array(a, where)) if layout else jnp.asarray
     m, g = place(np.zeros_like(host)), place(host)
-    ms = _median_ms(compiled, m, g)
+    ms = 1e3 * time_call(compiled, m, g, reps=5)
   return per_device, ms
 
 
@@ -90,7 +79,7 @@ def round_time(devices, rounds):
   programs = exp.programs()
   state, data = programs.inputs[0]
   compiled = programs.chunk(rounds).lower(state, data).compile()
-  return _median_ms(compiled, state, data, reps=3) / rounds, exp.dim
+  return 1e3 * time_call(compiled, state, data, reps=3) / rounds, exp.dim
 
 
 def main():

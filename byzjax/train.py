@@ -533,12 +533,18 @@ class Experiment:
       sent, attack_state = self.attack.update(sent, attack_state,
                                               aggregate=defence)
     received, received_state = self.averaging.update(sent, state.received_state)
-    if c.diagnostics:
+    out = defence(received)
+    if c.diagnostics and f:
+      # The derivative from a copy of the rows behind a barrier: XLA can
+      # neither merge the derivative's own aggregate with ``out`` nor fuse
+      # the two, so ``out`` rounds as without diagnostics (jax.jvp's primal
+      # output did not: GM's differed from round 3).
       tangent = jnp.zeros_like(received).at[h:].set(1.0)
-      out, d_out = jax.jvp(defence, (received,), (tangent,))
-      influence = vector_sum(d_out) / self.dim if f else jnp.zeros(())
+      _, d_out = jax.jvp(defence, (jax.lax.optimization_barrier(received),),
+                         (tangent,))
+      influence = vector_sum(d_out) / self.dim
     else:
-      out, influence = defence(received), jnp.asarray(jnp.nan)
+      influence = jnp.zeros(()) if c.diagnostics else jnp.asarray(jnp.nan)
     honest_mean = row_mean(received, h)
     error_sq = sum_of_squares(out - honest_mean)
     spread = vector_sum(row_sq_deviations(received, honest_mean, h)) / h

@@ -28,6 +28,7 @@ faults = _script("cge_faults", "faults.py")
 figure2 = _script("figure2_offline", "kappa.py")
 claims = _script("table2_offline", "claims.py")
 fraction = _script("cge_fraction", "fraction.py")
+ablation = _script("table2_offline", "ablation.py")
 
 
 def _kappa_hat(g, r):
@@ -282,3 +283,46 @@ def test_table2_claims_report_of_synthetic_seeds(tmp_path, monkeypatch):
   assert krum.endswith("| 1 of 2 (1) |") and "| NO |" in krum
   # 36.04 ± 2 * 49.5 / sqrt(2): two seeds this far apart hold any mean.
   assert "60 of 60 attack cells" in text
+
+
+def test_ablation_pairs_a_reversal_with_the_protocols_runs_of_its_seeds(
+    tmp_path, monkeypatch):
+  """A reversal trained on seed 1 alone is set beside the protocol's seed 1,
+  not beside the protocol's mean over seeds 1-3; the every-50 table reads the
+  evaluations at multiples of 50 (and round T) of the same runs."""
+  main, abl = tmp_path / "main", tmp_path / "ablation"
+  for folder in (main, abl):
+    folder.mkdir()
+    (folder / ex.GRID_FILE).write_text("{}")
+
+  def record(seed, accuracy, attack_args=None):
+    # Evaluations every 5 rounds up to T = 60: the best, at round 5, is
+    # seen only when evaluating every 5; every 50 sees rounds 0, 50, 60.
+    acc = [0.1] * 13
+    acc[1], acc[10], acc[12] = accuracy / 100, accuracy / 200, accuracy / 400
+    settings = {"aggregator": "nnm+krum", "attack": "optimized_alie"}
+    if attack_args is not None:
+      settings["attack_args"] = attack_args
+    return types.SimpleNamespace(
+        kind="grid", seed=seed, settings=settings,
+        result=types.SimpleNamespace(eval_steps=list(range(0, 61, 5)),
+                                     test_accuracy=acc,
+                                     config=types.SimpleNamespace(
+            aggregator="nnm+krum", attack="optimized_alie", attack_args={})))
+
+  folders = {
+      str(main): [record(1, 80.0), record(2, 60.0), record(3, 70.0)],
+      str(abl): [record(1, 76.0, {"knows_server_randomness": True})]}
+  monkeypatch.setattr(ablation.ex, "load_grid_results",
+                      lambda folder: types.SimpleNamespace(records=folders[folder]))
+  text = ablation.report(str(main), None, str(abl))
+  lines = text.splitlines()
+  server = lines.index("### Own randomness / the server's Bucketing permutation")
+  # Seed 1 beside seed 1: 80 / 76, not the mean of seeds 1-3 (70).
+  assert lines[server + 6] == ("| NNM + Krum | 80.00 / 76.00 (-4.00) | "
+                               "80.00 / 76.00 (-4.00) |")
+  # Every 5 rounds: the mean of 80, 60, 70; every 50: of 40, 30, 35.
+  every = lines.index("### Evaluation every 5 rounds / every 50")
+  assert lines[every + 6] == ("| NNM + Krum | 70.00 / 35.00 (-35.00) | "
+                              "70.00 / 35.00 (-35.00) |")
+  assert "table2_offline_grid_attacks: no results in None" in text
