@@ -138,6 +138,8 @@ def test_late_accuracy_and_falls_of_worked_curves():
   assert fraction.late_accuracy(result, late=1000) == pytest.approx(0.5)
   assert fraction.falls([0.9, 0.8, 0.85, 0.7]) == 2
   assert fraction.falls([0.5]) == 0
+  assert fraction.signs([0.01, -0.002, 0.0004, -0.0005, 0.3]) == (
+      "2 up, 1 down, 2 within 0.05 points")
 
 
 def test_fraction_report_of_a_tiny_grid(tmp_path, monkeypatch):
@@ -169,11 +171,13 @@ def test_fraction_report_of_a_tiny_grid(tmp_path, monkeypatch):
     assert f"| CGE | {f} | {100 * (late[(f, 8)] - late[(f, 4)]):+.1f} |" in lines
   assert ("| CGE | " + " | ".join(f"{spike[(f, k)]:.2f}" for f in (1, 2)
                                   for k in (4, 8)) + " |") in lines
-  better = sum(late[(f, 8)] > late[(f, 4)] for f in (1, 2))
-  assert any(l.startswith(f"- Claim 2: k = 8 is above k = 4 in {better} of 2 ")
-             for l in lines)
-  assert any(l.startswith(f"- Claim 1: the late accuracy at f = 2 is below f = "
-                          f"1 in {sum(d > 0 for d in drop)} of 2 ") for l in lines)
+  gains = [late[(f, 8)] - late[(f, 4)] for f in (1, 2)]
+  assert any(l.startswith("- Claim 2, the late accuracy at k = 8 minus at k = 4 "
+                          f"over the 2 (filter, f, fault) cells: "
+                          f"{fraction.signs(gains)} ") for l in lines)
+  assert any(l.startswith("- Claim 1, the late accuracy at f = 1 minus at f = 2 "
+                          f"over the 2 (filter, k, fault) series: "
+                          f"{fraction.signs(drop)} ") for l in lines)
   # Two seeds: mean ± population std of the final accuracy.
   final = 100 * np.array([r.test_accuracy[-1] for r in runs[(1, 4)]])
   assert any(l.startswith(f"| CGE | 1 | {final.mean():.2f} ± {final.std():.2f} |")
