@@ -128,6 +128,12 @@ def report(main: str) -> str:
     n = f" ({len(res)})" if len(res) < len(seeds) else ""
     return ex.format_stat(ex.stat_of([measure(r) for r in res])) + n
 
+  def header(second, *extra):
+    """A table's header lines: filter, ``second``, the faults, ``extra``."""
+    names = ["filter", second] + [att(a) for a in faults] + list(extra)
+    return ["| " + " | ".join(names) + " |",
+            "| :-- | " + " | ".join("--:" for _ in names[1:]) + " |"]
+
   def points(x):
     return "-" if not np.isfinite(x) else f"{100 * x:+.1f}"
 
@@ -142,9 +148,7 @@ def report(main: str) -> str:
                          (f"Late test accuracy (%), last {LATE} rounds", late)):
     for k in ks:
       out += ["", f"## {title}, batch size k = {k}", "",
-              "| filter | f | " + " | ".join(att(a) for a in faults)
-              + " | worst case |",
-              "| :-- | --: | " + " | ".join("--:" for _ in faults) + " | --: |"]
+              *header("f", "worst case")]
       for a in filters:
         for f in fs:
           row = [stat(cells.get((a, f, k, t)), measure) for t in faults]
@@ -167,8 +171,7 @@ def report(main: str) -> str:
             f"Late accuracy at f = {fs[0]} minus at f = {fs[-1]} (points; "
             "positive: it deteriorates), and in brackets in how many of the "
             f"{len(fs) - 1} steps f -> f + 1 the mean falls.", "",
-            "| filter | k | " + " | ".join(att(a) for a in faults) + " |",
-            "| :-- | --: | " + " | ".join("--:" for _ in faults) + " |"]
+            *header("k")]
     for a in filters:
       for k in ks:
         row = []
@@ -189,8 +192,7 @@ def report(main: str) -> str:
     out += ["", f"## Claim 2: batch size k = {large} against k = {small}", "",
             f"Late accuracy at k = {large} minus at k = {small} (points; "
             "positive: the larger batch is better).", "",
-            "| filter | f | " + " | ".join(att(a) for a in faults) + " |",
-            "| :-- | --: | " + " | ".join("--:" for _ in faults) + " |"]
+            *header("f")]
     for a in filters:
       for f in fs:
         row = []
