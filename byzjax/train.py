@@ -535,10 +535,10 @@ class Experiment:
     received, received_state = self.averaging.update(sent, state.received_state)
     out = defence(received)
     if c.diagnostics and f:
-      # The derivative from a copy of the rows behind a barrier: XLA can
-      # neither merge the derivative's own aggregate with ``out`` nor fuse
-      # the two, so ``out`` rounds as without diagnostics (jax.jvp's primal
-      # output did not: GM's differed from round 3).
+      # The derivative from the rows behind a barrier: XLA can neither merge
+      # the derivative's own aggregate with ``out`` nor fuse the two, so
+      # ``out`` rounds as without diagnostics (jax.jvp's primal output did
+      # not: GM's differed from round 3).
       tangent = jnp.zeros_like(received).at[h:].set(1.0)
       _, d_out = jax.jvp(defence, (jax.lax.optimization_barrier(received),),
                          (tangent,))
