@@ -180,9 +180,9 @@ def report(main: str) -> str:
           if not np.all(np.isfinite(means)):
             row.append("-")
             continue
-          drop = means[0] - means[-1]
-          series.append((a, k, t, drop, falls(means)))
-          row.append(f"{100 * drop:+.1f} ({falls(means)})")
+          drop, steps = means[0] - means[-1], falls(means)
+          series.append((a, k, t, drop, steps))
+          row.append(f"{100 * drop:+.1f} ({steps})")
         out.append(f"| {agg(a)} | {k} | " + " | ".join(row) + " |")
 
   # Claim 2: the larger batch.

@@ -30,7 +30,8 @@ def main() -> int:
   keys, _ = store.saved_keys(SOURCE)
   copied = 0
   for (run_id, seed), path in sorted(keys.items()):
-    run = by_digest.get(run_id.rsplit("-", 1)[1])
+    digest = run_id.rsplit("-", 1)[1]
+    run = by_digest.get(digest)
     if run is None:
       continue
     target = store.result_path(HERE, run.id, seed)
@@ -38,7 +39,7 @@ def main() -> int:
       continue
     with open(path, encoding="utf-8") as fh:
       record = json.load(fh)
-    if grid_lib.run_digest(store.config_from_dict(record["result"]["config"])) != run_id.rsplit("-", 1)[1]:
+    if grid_lib.run_digest(store.config_from_dict(record["result"]["config"])) != digest:
       raise SystemExit(f"{path}: its configuration does not match its run id")
     record.update(run_id=run.id, kind=run.kind, label=run.label,
                   settings=grid_lib.plain(run.settings))
