@@ -6,9 +6,10 @@
   from the honest mean over rounds (mean over seeds), the diagnostic that
   shows why a method fails under an attack.
 - ``kappa_curves``: the empirical robustness coefficient kappa_hat_t of eq.
-  (26) of Allouah et al. over rounds, one panel per attack, one line per
-  method, log scale, with the (f, kappa) bounds of Table 1 / Lemma 1 (Figure 2
-  of the paper).
+  (26) of Allouah et al. over rounds, log scale, with the (f, kappa) bounds
+  of Table 1 / Lemma 1 (Figure 2 of the paper): one panel per rule and attack,
+  one line per pre-aggregation, when the methods are rules behind the same
+  pre-aggregations; else one panel per attack, one line per method.
 - ``table_heatmap``: a summary table (method x attack, worst case last) as
   a heatmap.
 - ``worst_case_heatmap``: the worst case over attacks per method over two
@@ -39,13 +40,13 @@ def _pyplot():
 
 
 def _panels(count: int, *, width: float = 3.4, height: float = 2.7,
-            max_cols: int = 4, constrained: bool = False):
+            max_cols: int = 4):
   plt = _pyplot()
   cols = max(1, min(max_cols, count))
   rows = max(1, math.ceil(count / cols))
   fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.6),
                            squeeze=False, sharex=True, sharey=True,
-                           layout="constrained" if constrained else None)
+                           layout="constrained")
   flat = axes.ravel()
   for ax in flat[count:]:
     ax.set_visible(False)
@@ -162,6 +163,8 @@ def _by_label(records: Sequence[res.Record]) -> Dict[str, List[res.Record]]:
 
 
 def _legend(fig, axes) -> None:
+  """One legend for the figure, below the panels (outside them: constrained
+  layout makes room, so it never covers the axes' labels)."""
   handles, labels = [], []
   for ax in axes:
     for h, l in zip(*ax.get_legend_handles_labels()):
@@ -169,9 +172,23 @@ def _legend(fig, axes) -> None:
         handles.append(h)
         labels.append(l)
   if handles:
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)),
-               frameon=False, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.legend(handles, labels, loc="outside lower center",
+               ncol=min(5, len(labels)), frameon=False)
+
+
+def _log_limits(values: np.ndarray, floor_quantile: float = 0.01
+               ) -> Tuple[float, float]:
+  """Limits of a log axis for positive ``values``: up to 1.25 x the largest,
+  down to half the ``floor_quantile`` quantile. Rare dips far below the rest
+  (e.g. a round whose aggregate is the honest mean to float precision) leave
+  the axis as lines through its lower edge instead of squashing every curve
+  into a tenth of its height."""
+  values = values[np.isfinite(values) & (values > 0)]
+  if not values.size:
+    return 0.1, 10.0
+  q = np.quantile(values, floor_quantile)
+  lo = values.min() / 1.25 if values.min() >= q / 10 else q / 2
+  return lo, values.max() * 1.25
 
 
 def aggregate_error_curves(records: Sequence[res.Record], path: str,
@@ -215,9 +232,8 @@ def aggregate_error_figure(records: Sequence[res.Record], *,
   if values:
     # One log axis shared by every panel: its limits come from all of their
     # curves, so that no curve of any panel leaves the plot.
-    values = np.concatenate(values)
     axes[0].set_yscale("log")
-    axes[0].set_ylim(values.min() / 1.25, values.max() * 1.25)
+    axes[0].set_ylim(*_log_limits(np.concatenate(values)))
   axes[0].set_ylabel("||R_t - honest mean||")
   _legend(fig, axes)
   if title:
@@ -237,23 +253,46 @@ def kappa_curves(records: Sequence[res.Record], path: str, **kwargs) -> str:
   return _save(kappa_figure(records, **kwargs), path)
 
 
+def _families(methods: Sequence[Any], field: str
+              ) -> Optional[Dict[str, Dict[str, Any]]]:
+  """rule -> {pre-aggregation: method} when ``methods`` are two or more rules
+  each run behind the same two or more pre-aggregations ("nnm+krum",
+  "bucketing+krum", "nnm+median", ...), as in Figure 2; else None."""
+  if field != "aggregator" or not all(isinstance(m, str) for m in methods):
+    return None
+  out: Dict[str, Dict[str, Any]] = {}
+  for m in methods:
+    pre, _, last = m.rpartition("+")
+    out.setdefault(last, {})[pre] = m
+  pres = {tuple(v) for v in out.values()}
+  if len(out) < 2 or len(pres) != 1 or len(next(iter(pres))) < 2:
+    return None
+  return out
+
+
 def kappa_figure(records: Sequence[res.Record], *, rows: str = "aggregator",
                  columns: str = "attack", smooth: int = 1, title: str = ""):
   """kappa_hat_t of eq. (26) over rounds (Figure 2 of Allouah et al.).
 
-  One panel per ``columns`` value (attack), one line per ``rows`` value
-  (method), mean over seeds, log scale. kappa_hat_t^2 = ||R_t - m_bar_t||^2 /
-  ((1/|H|) sum_H ||m_i - m_bar_t||^2): the error of the aggregate in units of
-  the honest vectors' spread. Also drawn: for each method with a proven
-  (f, kappa)-robustness coefficient (``aggregators.robustness_coefficient``),
-  sqrt(kappa) dashed in its colour, which kappa_hat_t never exceeds; the lower
-  bound sqrt(f / (n - 2f)) of Proposition 6 (dotted); and the honest-only
-  level 1 (grey): an aggregate that is one honest vector picked at random
-  has E[kappa_hat_t^2] = 1.
+  kappa_hat_t^2 = ||R_t - m_bar_t||^2 / ((1/|H|) sum_H ||m_i - m_bar_t||^2):
+  the error of the aggregate in units of the honest vectors' spread, mean over
+  seeds, log scale. When the methods are rules each behind the same
+  pre-aggregations (Figure 2: NNM and Bucketing before Krum, GM, CWMed, CWTM),
+  one panel per rule and ``columns`` value (attack), one line per
+  pre-aggregation, each in the same colour in every panel; otherwise one panel
+  per ``columns`` value, one line per ``rows`` value (method). Also drawn: for
+  each method with a proven (f, kappa)-robustness coefficient
+  (``aggregators.robustness_coefficient``), sqrt(kappa) dashed in its colour,
+  which kappa_hat_t never exceeds; the lower bound sqrt(f / (n - 2f)) of
+  Proposition 6 (dotted: no rule does better on every input, single rounds
+  may); and the honest-only level 1 (grey): an aggregate that is one honest
+  vector picked at random has E[kappa_hat_t^2] = 1. The log axis is shared;
+  rare dips far below the rest leave it through its lower edge
+  (``_log_limits``).
 
   Args:
     records: the grid records of one group.
-    rows: the field whose values get a line each (methods).
+    rows: the field whose values are the methods.
     columns: the field whose values get a panel each (attacks).
     smooth: moving-average window over rounds (1: none).
     title: the figure title.
@@ -261,34 +300,67 @@ def kappa_figure(records: Sequence[res.Record], *, rows: str = "aggregator",
   Returns:
     The matplotlib figure (one axes per panel).
   """
-  panels = _by(records, columns)
-  fig, axes = _panels(len(panels), max_cols=4)
-  colors = {r: f"C{i % 10}" for i, r in enumerate(_by(records, rows))}
-  bounds = set()
-  for ax, (col, members) in zip(axes, panels.items()):
-    for row, runs in _by(members, rows).items():
+  methods = _by(records, rows)
+  attacks = _by(records, columns)
+  families = _families(list(methods), rows)
+  if families is None:
+    panels = [(res.display(columns, col), {
+        m: runs for m, runs in _by(members, rows).items()})
+              for col, members in attacks.items()]
+    colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
+    names = {m: res.display(rows, m) for m in methods}
+    fig, axes = _panels(len(panels), max_cols=4)
+  else:
+    panels = []
+    for rule, variants in families.items():
+      for col, members in attacks.items():
+        by_method = _by(members, rows)
+        panels.append((f"{res.display(rows, rule)}, {res.display(columns, col)}",
+                       {m: by_method[m] for m in variants.values()
+                        if m in by_method}))
+    pres = list(next(iter(families.values())))
+    colors = {m: f"C{pres.index(pre) % 10}"
+              for variants in families.values() for pre, m in variants.items()}
+    names = {m: res.display(rows, pre) if pre else "no pre-aggregation"
+             for variants in families.values() for pre, m in variants.items()}
+    fig, axes = _panels(len(panels), max_cols=len(attacks), width=3.6,
+                        height=2.3)
+  values = []
+  for ax, (panel_title, lines) in zip(axes, panels):
+    bounds = set()
+    for method, runs in lines.items():
       mean, _ = _mean_std([r.result.kappa_hat for r in runs])
       mean = _moving_average(mean, smooth)
       t = np.arange(1, len(mean) + 1) + (smooth - 1 if len(mean) >= smooth else 0)
       ok = np.isfinite(mean) & (mean > 0)
       if ok.any():
-        ax.plot(t[ok], mean[ok], color=colors[row], lw=1.0,
-                label=res.display(rows, row))
+        ax.plot(t[ok], mean[ok], color=colors[method], lw=0.9,
+                label=names[method])
+        values.append(mean[ok])
       c = runs[0].result.config
       kappa = aggregators.robustness_coefficient(
           c.aggregator, n=c.n, f=c.rule_f, aggregator_args=c.aggregator_args)
       if kappa is not None:
-        ax.axhline(math.sqrt(kappa), color=colors[row], ls="--", lw=0.8)
+        ax.axhline(math.sqrt(kappa), color=colors[method], ls="--", lw=0.8,
+                   label=f"{names[method]}: proven sqrt(kappa)")
+        values.append(np.array([math.sqrt(kappa)]))
       if 0 < c.rule_f and 2 * c.rule_f < c.n:
         bounds.add(math.sqrt(c.rule_f / (c.n - 2 * c.rule_f)))
-    for b in bounds:
-      ax.axhline(b, color="k", ls=":", lw=0.9, label="lower bound sqrt(f/(n-2f))")
+    for b in sorted(bounds):
+      ax.axhline(b, color="k", ls=":", lw=0.9, label="worst-case lower bound sqrt(f/(n-2f))")
+      values.append(np.array([b]))
     ax.axhline(1.0, color="0.5", lw=0.9, label="one honest vector")
     ax.set_yscale("log")
-    ax.set_title(res.display(columns, col), fontsize=10)
+    ax.set_title(panel_title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.set_xlabel("round")
-  axes[0].set_ylabel("kappa_hat_t  (eq. 26)")
+    if families is not None:
+      ax.label_outer()
+  values.append(np.array([1.0]))
+  axes[0].set_ylim(*_log_limits(np.concatenate(values)))
+  for ax in axes:
+    if ax.get_subplotspec().is_first_col():
+      ax.set_ylabel("kappa_hat_t  (eq. 26)")
   _legend(fig, axes)
   if title:
     fig.suptitle(title, fontsize=11)
@@ -365,7 +437,7 @@ def worst_case_figure(tables: Sequence[res.Table], *, y: str,
   xs = list(dict.fromkeys(t.group[x] for t in tables)) if x else [None]
   methods = list(dict.fromkeys(r for t in tables for r in t.rows))
   fig, axes = _panels(len(methods), width=0.7 * len(xs) + 1.4,
-                      height=0.45 * len(ys) + 1.0, constrained=True,
+                      height=0.45 * len(ys) + 1.0,
                       max_cols=_columns(methods, tables[0].row_field))
   image = None
   for ax, method in zip(axes, methods):

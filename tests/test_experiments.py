@@ -272,6 +272,62 @@ def test_kappa_figure_draws_eq26_and_the_proven_bounds():
   plt.close(fig)
 
 
+def test_kappa_figure_pairs_pre_aggregations_rule_by_rule():
+  """With rules each behind NNM and Bucketing (Figure 2's layout): one panel
+  per rule and attack, one line per pre-aggregation in one colour throughout,
+  NNM's proven sqrt(kappa) of its rule in each panel; a dip to 1e-9 in one
+  round (an aggregate equal to the honest mean) leaves the shared log axis
+  through its lower edge instead of setting its range."""
+  import matplotlib.pyplot as plt
+  from byzjax import plots
+  config = train.RunConfig(n=17, f=4)
+  records = []
+  for attack in ("optimized_alie", "optimized_foe"):
+    for rule in ("krum", "trimmed_mean"):
+      for pre, level in (("nnm", 0.3), ("bucketing", 2.0)):
+        for seed in (1, 2):
+          kappa = [level * seed] * 200
+          if (pre, rule, attack) == ("bucketing", "krum", "optimized_foe"):
+            kappa[100] = 1e-9
+          r = _record(f"{pre}+{rule}", attack, seed, [0.1, 0.2])
+          r.result.kappa_hat = kappa
+          r.result.config = config.replace(
+              aggregator=f"{pre}+{rule}", attack=attack,  # Krum of Prop. 3
+              aggregator_args={"krum": {"neighbours": 12}} if rule == "krum"
+              else {})
+          records.append(r)
+  fig = plots.kappa_figure(records)
+  axes = [ax for ax in fig.axes if ax.get_visible()]
+  assert [ax.get_title() for ax in axes] == [
+      "Krum, ALIE", "Krum, FOE", "CWTM, ALIE", "CWTM, FOE"]
+  r = 4 / 9
+  proven = {"krum": 6 * (1 + r), "trimmed_mean": 6 * r * (1 + r)}
+  colours = {}
+  for ax, (rule, attack) in zip(axes, [(k, a) for k in ("krum", "trimmed_mean")
+                                       for a in ("ALIE", "FOE")]):
+    curves = {l.get_label(): l for l in ax.get_lines()
+              if len(l.get_xdata()) == 200}
+    assert set(curves) == {"NNM", "Bucketing"}
+    for name, level in (("NNM", 0.3), ("Bucketing", 2.0)):
+      want = np.full(200, 1.5 * level)
+      if (name, rule, attack) == ("Bucketing", "krum", "FOE"):
+        want[100] = 1e-9
+      np.testing.assert_allclose(curves[name].get_ydata(), want)
+      colours.setdefault(name, set()).add(curves[name].get_color())
+    dashed = [l.get_ydata()[0] for l in ax.get_lines() if l.get_linestyle() == "--"]
+    np.testing.assert_allclose(dashed, [np.sqrt(8 * 4 / 13 * (proven[rule] + 1))])
+  assert all(len(c) == 1 for c in colours.values())
+  assert colours["NNM"] != colours["Bucketing"]
+  low, high = axes[0].get_ylim()
+  assert 0.1 < low < 0.3 and high > np.sqrt(8 * 4 / 13 * (proven["krum"] + 1))
+  plt.close(fig)
+  # one rule only: the per-attack layout, one line per method
+  fig = plots.kappa_figure([r for r in records
+                            if r.settings["aggregator"].endswith("krum")])
+  assert [ax.get_title() for ax in fig.axes] == ["ALIE", "FOE"]
+  plt.close(fig)
+
+
 # ---------------------------------------------------------------------------
 # Tables from hand-made results.
 

@@ -182,6 +182,25 @@ def test_fraction_report_of_a_tiny_grid(tmp_path, monkeypatch):
   final = 100 * np.array([r.test_accuracy[-1] for r in runs[(1, 4)]])
   assert any(l.startswith(f"| CGE | 1 | {final.mean():.2f} ± {final.std():.2f} |")
              for l in lines)
+  # The paper's Figures 8-11: per fault type, loss and accuracy, a line per f.
+  import matplotlib.pyplot as plt
+  fig = fraction.figure(fraction._cells(ex.load_grid_results(out).records),
+                        "cge", 8)
+  loss_ax, acc_ax = fig.axes
+  assert "Figure" not in fig._suptitle.get_text()  # k = 8 is not the paper's
+  for ax, field, scale in ((loss_ax, "loss", 1), (acc_ax, "test_accuracy", 100)):
+    drawn = {l.get_label(): l for l in ax.get_lines()}
+    assert set(drawn) == {"f = 1", "f = 2", "fault-free"}
+    for label, key in (("f = 1", (1, 8)), ("f = 2", (2, 8)),
+                       ("fault-free", ("free", 8))):
+      np.testing.assert_allclose(drawn[label].get_ydata(), scale * np.mean(
+          [getattr(r, field) for r in runs[key]], axis=0))
+    assert drawn["fault-free"].get_linestyle() == "--"
+  np.testing.assert_array_equal(loss_ax.get_lines()[0].get_xdata(), [1, 2, 3, 4])
+  plt.close(fig)
+  written = fraction.figures(out, str(tmp_path / "plots"))
+  assert [os.path.basename(p) for p in written] == ["fraction_cge_k4.png",
+                                                    "fraction_cge_k8.png"]
 
 
 def test_figure2_report_of_a_tiny_grid(tmp_path):

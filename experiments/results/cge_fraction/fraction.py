@@ -27,11 +27,13 @@ counted on the late accuracy's mean over the seeds.
 
   python experiments/results/cge_fraction/fraction.py [--main DIR] [--out FILE]
 
-Defaults: this folder, and fraction.md in it.
+Defaults: this folder, and fraction.md in it. Also draws the paper's Figures
+8-11 (``figures``) into DIR/plots.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -261,9 +263,85 @@ def report(main: str) -> str:
   return "\n".join(out) + "\n"
 
 
+# The paper's figure for each (filter, batch size): Figures 8-11.
+PAPER_FIGURES = {("cge", 16): 8, ("multi_krum", 16): 9, ("cge", 64): 10,
+                 ("multi_krum", 64): 11}
+
+
+def figure(cells: Dict[Key, List], a: str, k: int):
+  """The paper's figure for filter ``a`` and batch size ``k`` (Figures
+  8-11): a row per fault type, the honest agents' training loss (per round,
+  log scale) and the test accuracy (per evaluation), one line per f (mean over
+  the seeds; a run whose loss diverged to NaN leaves a gap in its loss curve),
+  the fault-free run at the same batch size dashed. Returns the figure."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg", force=True)
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  keys = [key for key in cells if key[0] == a and key[2] == k]
+  fs = sorted({key[1] for key in keys})
+  faults = [t for t in ex.CGE_FAULTS if any(key[3] == t for key in keys)]
+  fig, axes = plt.subplots(len(faults), 2, figsize=(8.5, 2.1 * len(faults) + 0.8),
+                           sharex=True, squeeze=False, layout="constrained")
+  lines_of = lambda t: [(f"f = {f}", f"C{i}", "-", cells.get((a, f, k, t)))
+                        for i, f in enumerate(fs)] + [
+                            ("fault-free", "k", "--",
+                             cells.get((FAULT_FREE, 0, k, FAULT_FREE)))]
+  for row, t in zip(axes, faults):
+    for label, colour, style, results in lines_of(t):
+      if not results:
+        continue
+      loss = np.mean([np.asarray(r.loss, np.float64) for r in results], 0)
+      row[0].plot(np.arange(1, len(loss) + 1), loss, color=colour, ls=style,
+                  lw=0.7, label=label)
+      acc = np.mean([np.asarray(r.test_accuracy, np.float64) for r in results], 0)
+      row[1].plot(results[0].eval_steps, 100 * acc, color=colour, ls=style,
+                  lw=1.2, label=label)
+    row[0].set_yscale("log")
+    row[0].set_ylabel(f"{ex.display('attack', t)}\ntraining loss")
+    row[1].set_ylabel("test accuracy (%)")
+    row[1].set_ylim(0, 100)
+    for ax in row:
+      ax.grid(alpha=0.3)
+  for ax in axes[-1]:
+    ax.set_xlabel("round")
+  handles, labels = axes[0][1].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="outside lower center", ncol=len(labels),
+             frameon=False)
+  number = PAPER_FIGURES.get((a, k))
+  seeds = sorted({r.seed for key in keys for r in cells[key]})
+  fig.suptitle(f"{ex.display('aggregator', a)}, batch size k = {k}"
+               + (f" (the paper's Figure {number})" if number else "")
+               + f"; mean over seeds {', '.join(map(str, seeds))}", fontsize=10)
+  return fig
+
+
+def figures(main: str, folder: Optional[str] = None) -> List[str]:
+  """``figure`` for every filter and batch size of the runs saved in
+  ``main``, as PNGs in ``folder`` (default ``main``/plots). Returns the
+  paths written."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  folder = folder or os.path.join(main, "plots")
+  os.makedirs(folder, exist_ok=True)
+  cells = _cells(ex.load_grid_results(main).records)
+  written = []
+  for a, k in sorted({(key[0], key[2]) for key in cells if key[0] != FAULT_FREE},
+                     key=lambda x: (x[1], FILTERS.index(x[0]))):
+    fig = figure(cells, a, k)
+    path = os.path.join(folder, f"fraction_{a}_k{k}.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    written.append(path)
+  return written
+
+
 def main(argv=None) -> int:
-  return ex.report_main(report, __doc__, os.path.join(HERE, "fraction.md"),
-                        argv, main=HERE)
+  status = ex.report_main(report, __doc__, os.path.join(HERE, "fraction.md"),
+                          argv, main=HERE)
+  parser = argparse.ArgumentParser(add_help=False)
+  parser.add_argument("--main", default=HERE)
+  for path in figures(parser.parse_known_args(argv)[0].main):
+    print("wrote", path)
+  return status
 
 
 if __name__ == "__main__":
