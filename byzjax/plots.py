@@ -50,6 +50,8 @@ def _panels(count: int, *, width: float = 3.4, height: float = 2.7,
   flat = axes.ravel()
   for ax in flat[count:]:
     ax.set_visible(False)
+  for ax in flat[max(0, count - cols):count]:
+    ax.xaxis.set_tick_params(labelbottom=True)  # the lowest of its column
   return fig, flat[:count]
 
 
