@@ -178,19 +178,26 @@ def _legend(fig, axes) -> None:
                ncol=min(5, len(labels)), frameon=False)
 
 
-def _log_limits(values: np.ndarray, floor_quantile: float = 0.01
+def _log_limits(curves: Sequence[np.ndarray], floor_quantile: float = 0.01
                ) -> Tuple[float, float]:
-  """Limits of a log axis for positive ``values``: up to 1.25 x the largest,
-  down to half the ``floor_quantile`` quantile. Rare dips far below the rest
-  (e.g. a round whose aggregate is the honest mean to float precision) leave
-  the axis as lines through its lower edge instead of squashing every curve
-  into a tenth of its height."""
-  values = values[np.isfinite(values) & (values > 0)]
-  if not values.size:
+  """Limits of a log axis shared by ``curves``: up to 1.25 x the largest
+  value, down to the lowest curve's level. A curve's level is its minimum,
+  unless that lies below a tenth of its ``floor_quantile`` quantile: then
+  half that quantile, and its rare dips (e.g. a round whose aggregate is the
+  honest mean to float precision) leave the axis as lines through its lower
+  edge instead of squashing every curve into a tenth of its height. A curve
+  that is low throughout stays in view."""
+  lows, highs = [], []
+  for c in curves:
+    c = np.asarray(c, np.float64)
+    c = c[np.isfinite(c) & (c > 0)]
+    if c.size:
+      q = np.quantile(c, floor_quantile)
+      lows.append(c.min() if c.min() >= q / 10 else q / 2)
+      highs.append(c.max())
+  if not lows:
     return 0.1, 10.0
-  q = np.quantile(values, floor_quantile)
-  lo = values.min() / 1.25 if values.min() >= q / 10 else q / 2
-  return lo, values.max() * 1.25
+  return min(lows) / 1.25, max(highs) * 1.25
 
 
 def aggregate_error_curves(records: Sequence[res.Record], path: str,
@@ -233,9 +240,9 @@ def aggregate_error_figure(records: Sequence[res.Record], *,
             for ax in axes for l in ax.get_lines()]
   if values:
     # One log axis shared by every panel: its limits come from all of their
-    # curves, so that no curve of any panel leaves the plot.
+    # curves, so that every curve's level is in view (rare dips may leave it).
     axes[0].set_yscale("log")
-    axes[0].set_ylim(*_log_limits(np.concatenate(values)))
+    axes[0].set_ylim(*_log_limits(values))
   axes[0].set_ylabel("||R_t - honest mean||")
   _legend(fig, axes)
   if title:
@@ -359,7 +366,7 @@ def kappa_figure(records: Sequence[res.Record], *, rows: str = "aggregator",
     if families is not None:
       ax.label_outer()
   values.append(np.array([1.0]))
-  axes[0].set_ylim(*_log_limits(np.concatenate(values)))
+  axes[0].set_ylim(*_log_limits(values))
   for ax in axes:
     if ax.get_subplotspec().is_first_col():
       ax.set_ylabel("kappa_hat_t  (eq. 26)")

@@ -272,6 +272,18 @@ def test_kappa_figure_draws_eq26_and_the_proven_bounds():
   plt.close(fig)
 
 
+def test_log_limits_keep_every_level_and_let_rare_dips_go():
+  from byzjax import plots
+  dip = np.full(200, 2.0)
+  dip[100] = 1e-9  # one round of 200, far below the rest
+  assert plots._log_limits([dip]) == pytest.approx((1.0 / 1.25, 2.5))
+  low = np.full(200, 3e-8)  # low throughout (CGE's exact honest mean): in view
+  assert plots._log_limits([dip, low]) == pytest.approx((3e-8 / 1.25, 2.5))
+  assert plots._log_limits([np.array([0.5, 2.0, 0.4])]) == pytest.approx(
+      (0.4 / 1.25, 2.5))
+  assert plots._log_limits([np.array([np.nan, 0.0, -1.0])]) == (0.1, 10.0)
+
+
 def test_kappa_figure_pairs_pre_aggregations_rule_by_rule():
   """With rules each behind NNM and Bucketing (Figure 2's layout): one panel
   per rule and attack, one line per pre-aggregation in one colour throughout,
@@ -318,8 +330,9 @@ def test_kappa_figure_pairs_pre_aggregations_rule_by_rule():
     np.testing.assert_allclose(dashed, [np.sqrt(8 * 4 / 13 * (proven[rule] + 1))])
   assert all(len(c) == 1 for c in colours.values())
   assert colours["NNM"] != colours["Bucketing"]
-  low, high = axes[0].get_ylim()
-  assert 0.1 < low < 0.3 and high > np.sqrt(8 * 4 / 13 * (proven["krum"] + 1))
+  low, high = axes[0].get_ylim()  # NNM's level 0.45 is the lowest in view
+  assert low == pytest.approx(0.45 / 1.25)
+  assert high == pytest.approx(1.25 * np.sqrt(8 * 4 / 13 * (proven["krum"] + 1)))
   plt.close(fig)
   # one rule only: the per-attack layout, one line per method
   fig = plots.kappa_figure([r for r in records
