@@ -272,16 +272,26 @@ def test_kappa_figure_draws_eq26_and_the_proven_bounds():
   plt.close(fig)
 
 
-def test_log_limits_keep_every_level_and_let_rare_dips_go():
+def test_log_axes_keep_every_level_and_let_rare_dips_go():
+  """The shared log axis of the aggregate-error panels: a curve's rare dip far
+  below the rest leaves it through the lower edge, a curve low throughout
+  (CGE's exact honest mean) stays in view."""
+  import matplotlib.pyplot as plt
   from byzjax import plots
   dip = np.full(200, 2.0)
-  dip[100] = 1e-9  # one round of 200, far below the rest
-  assert plots._log_limits([dip]) == pytest.approx((1.0 / 1.25, 2.5))
-  low = np.full(200, 3e-8)  # low throughout (CGE's exact honest mean): in view
-  assert plots._log_limits([dip, low]) == pytest.approx((3e-8 / 1.25, 2.5))
-  assert plots._log_limits([np.array([0.5, 2.0, 0.4])]) == pytest.approx(
-      (0.4 / 1.25, 2.5))
-  assert plots._log_limits([np.array([np.nan, 0.0, -1.0])]) == (0.1, 10.0)
+  dip[100] = 1e-9  # one round of 200
+  curves = {"krum": dip, "cge": np.full(200, 3e-8), "median": np.full(200, 0.5)}
+  records = []
+  for agg, curve in curves.items():
+    r = _record(agg, "sign_flip", 1, [0.1, 0.2])
+    r.result.aggregate_error = curve
+    records.append(r)
+  for chosen, low in ((["krum"], 1.0), (["krum", "median"], 0.5),
+                      (["krum", "cge"], 3e-8)):
+    fig = plots.aggregate_error_figure(
+        [r for r in records if r.settings["aggregator"] in chosen])
+    assert fig.axes[0].get_ylim() == pytest.approx((low / 1.25, 2.5))
+    plt.close(fig)
 
 
 def test_kappa_figure_pairs_pre_aggregations_rule_by_rule():

@@ -184,10 +184,10 @@ def test_fraction_report_of_a_tiny_grid(tmp_path, monkeypatch):
              for l in lines)
   # The paper's Figures 8-11: per fault type, loss and accuracy, a line per f.
   import matplotlib.pyplot as plt
-  fig = fraction.figure(fraction._cells(ex.load_grid_results(out).records),
+  fig = fraction.figure(fraction.cells_of(ex.load_grid_results(out).records),
                         "cge", 8)
   loss_ax, acc_ax = fig.axes
-  assert "Figure" not in fig._suptitle.get_text()  # k = 8 is not the paper's
+  assert "Figure" not in fig.get_suptitle()  # k = 8 is not the paper's
   for ax, field, scale in ((loss_ax, "loss", 1), (acc_ax, "test_accuracy", 100)):
     drawn = {l.get_label(): l for l in ax.get_lines()}
     assert set(drawn) == {"f = 1", "f = 2", "fault-free"}

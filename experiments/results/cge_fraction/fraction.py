@@ -73,7 +73,7 @@ def late_accuracy(result, late: int = LATE) -> float:
   return float(acc[steps >= steps[-1] - late].mean())
 
 
-def _cells(records) -> Dict[Key, List]:
+def cells_of(records) -> Dict[Key, List]:
   """(filter, f, k, fault) -> the seeds' results; the fault-free baseline of
   batch size k under (FAULT_FREE, 0, k, FAULT_FREE)."""
   cells: Dict[Key, Dict[int, object]] = {}
@@ -109,7 +109,7 @@ def report(main: str) -> str:
   if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
     raise SystemExit(f"no cge_fraction results in {main}")
   results = ex.load_grid_results(main)
-  cells = _cells(results.records)
+  cells = cells_of(results.records)
   grid_keys = [k for k in cells if k[0] != FAULT_FREE]
   if not grid_keys:
     raise SystemExit(f"{main}: no run of a filter is saved yet")
@@ -322,7 +322,7 @@ def figures(main: str, folder: Optional[str] = None) -> List[str]:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   folder = folder or os.path.join(main, "plots")
   os.makedirs(folder, exist_ok=True)
-  cells = _cells(ex.load_grid_results(main).records)
+  cells = cells_of(ex.load_grid_results(main).records)
   written = []
   for a, k in sorted({(key[0], key[2]) for key in cells if key[0] != FAULT_FREE},
                      key=lambda x: (x[1], FILTERS.index(x[0]))):
