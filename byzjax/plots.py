@@ -273,7 +273,7 @@ def _families(methods: Sequence[Any], field: str
   for m in methods:
     pre, _, last = m.rpartition("+")
     out.setdefault(last, {})[pre] = m
-  pres = {tuple(v) for v in out.values()}
+  pres = {frozenset(v) for v in out.values()}
   if len(out) < 2 or len(pres) != 1 or len(next(iter(pres))) < 2:
     return None
   return out
@@ -313,8 +313,7 @@ def kappa_figure(records: Sequence[res.Record], *, rows: str = "aggregator",
   attacks = _by(records, columns)
   families = _families(list(methods), rows)
   if families is None:
-    panels = [(res.display(columns, col), {
-        m: runs for m, runs in _by(members, rows).items()})
+    panels = [(res.display(columns, col), _by(members, rows))
               for col, members in attacks.items()]
     colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
     names = {m: res.display(rows, m) for m in methods}
@@ -356,7 +355,8 @@ def kappa_figure(records: Sequence[res.Record], *, rows: str = "aggregator",
       if 0 < c.rule_f and 2 * c.rule_f < c.n:
         bounds.add(math.sqrt(c.rule_f / (c.n - 2 * c.rule_f)))
     for b in sorted(bounds):
-      ax.axhline(b, color="k", ls=":", lw=0.9, label="worst-case lower bound sqrt(f/(n-2f))")
+      ax.axhline(b, color="k", ls=":", lw=0.9,
+                 label="worst-case lower bound sqrt(f/(n-2f))")
       values.append(np.array([b]))
     ax.axhline(1.0, color="0.5", lw=0.9, label="one honest vector")
     ax.set_yscale("log")

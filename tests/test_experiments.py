@@ -344,6 +344,12 @@ def test_kappa_figure_pairs_pre_aggregations_rule_by_rule():
   assert low == pytest.approx(0.45 / 1.25)
   assert high == pytest.approx(1.25 * np.sqrt(8 * 4 / 13 * (proven["krum"] + 1)))
   plt.close(fig)
+  # the same layout whatever order the methods come in
+  first = sorted(records, key=lambda r:
+                 r.settings["aggregator"] != "bucketing+trimmed_mean")
+  fig = plots.kappa_figure(first)
+  assert len([ax for ax in fig.axes if ax.get_visible()]) == 4
+  plt.close(fig)
   # one rule only: the per-attack layout, one line per method
   fig = plots.kappa_figure([r for r in records
                             if r.settings["aggregator"].endswith("krum")])
