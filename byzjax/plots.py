@@ -15,7 +15,8 @@
 - ``worst_case_heatmap``: the worst case over attacks per method over two
   settings, e.g. f x alpha (as ByzFL's heatmaps).
 
-``plot_grid`` draws all that applies to a grid's results.
+``plot_grid`` draws all that applies to a grid's results; ``pyplot`` and
+``save`` (atomic) serve figures of one's own, e.g. the result scripts'.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from byzjax import results as res
 from byzjax.files import atomic_open
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (PNGs, no display needed)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg", force=True)
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -41,7 +43,7 @@ def _pyplot():
 
 def _panels(count: int, *, width: float = 3.4, height: float = 2.7,
             max_cols: int = 4):
-  plt = _pyplot()
+  plt = pyplot()
   cols = max(1, min(max_cols, count))
   rows = max(1, math.ceil(count / cols))
   fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + 0.6),
@@ -69,14 +71,15 @@ def _columns(panels: Sequence[Any], field: str) -> int:
   return min(4, max(1, len(values)))
 
 
-def _save(fig, path: str) -> str:
-  """Saves atomically (a full disk leaves the old plot, not half a PNG)."""
+def save(fig, path: str) -> str:
+  """Saves ``fig`` at ``path`` atomically (a full disk leaves the old plot,
+  not half a PNG) and closes it; returns ``path``."""
   try:
     with atomic_open(path, "wb") as fh:
       fig.savefig(fh, dpi=110, bbox_inches="tight",
                   format=os.path.splitext(path)[1][1:] or "png")
   finally:
-    _pyplot().close(fig)
+    pyplot().close(fig)
   return path
 
 
@@ -112,7 +115,7 @@ def _group_baselines(baselines: Sequence[res.Record], group: Dict[str, Any]
 
 def accuracy_curves(records: Sequence[res.Record], path: str, **kwargs) -> str:
   """``accuracy_figure`` saved as a PNG at ``path``; returns ``path``."""
-  return _save(accuracy_figure(records, **kwargs), path)
+  return save(accuracy_figure(records, **kwargs), path)
 
 
 def accuracy_figure(records: Sequence[res.Record], *,
@@ -203,7 +206,7 @@ def _log_limits(curves: Sequence[np.ndarray], floor_quantile: float = 0.01
 def aggregate_error_curves(records: Sequence[res.Record], path: str,
                            **kwargs) -> str:
   """``aggregate_error_figure`` saved as a PNG at ``path``; returns ``path``."""
-  return _save(aggregate_error_figure(records, **kwargs), path)
+  return save(aggregate_error_figure(records, **kwargs), path)
 
 
 def aggregate_error_figure(records: Sequence[res.Record], *,
@@ -259,7 +262,7 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 def kappa_curves(records: Sequence[res.Record], path: str, **kwargs) -> str:
   """``kappa_figure`` saved as a PNG at ``path``; returns ``path``."""
-  return _save(kappa_figure(records, **kwargs), path)
+  return save(kappa_figure(records, **kwargs), path)
 
 
 def _families(methods: Sequence[Any], field: str
@@ -378,7 +381,7 @@ def kappa_figure(records: Sequence[res.Record], *, rows: str = "aggregator",
 
 def table_heatmap(table: res.Table, path: str, **kwargs) -> str:
   """``table_figure`` saved as a PNG at ``path``; returns ``path``."""
-  return _save(table_figure(table, **kwargs), path)
+  return save(table_figure(table, **kwargs), path)
 
 
 def table_figure(table: res.Table, *, title: str = ""):
@@ -391,7 +394,7 @@ def table_figure(table: res.Table, *, title: str = ""):
   Returns:
     The matplotlib figure.
   """
-  plt = _pyplot()
+  plt = pyplot()
   cols = list(table.columns)
   data = np.full((len(table.rows), len(cols) + bool(table.worst)), np.nan)
   for i, r in enumerate(table.rows):
@@ -426,7 +429,7 @@ def _annotate(ax, data: np.ndarray) -> None:
 
 def worst_case_heatmap(tables: Sequence[res.Table], path: str, **kwargs) -> str:
   """``worst_case_figure`` saved as a PNG at ``path``; returns ``path``."""
-  return _save(worst_case_figure(tables, **kwargs), path)
+  return save(worst_case_figure(tables, **kwargs), path)
 
 
 def worst_case_figure(tables: Sequence[res.Table], *, y: str,

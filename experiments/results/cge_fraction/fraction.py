@@ -41,6 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from byzjax import experiments as ex
+from byzjax import plots
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -274,9 +275,7 @@ def figure(cells: Dict[Key, List], a: str, k: int):
   log scale) and the test accuracy (per evaluation), one line per f (mean over
   the seeds; a run whose loss diverged to NaN leaves a gap in its loss curve),
   the fault-free run at the same batch size dashed. Returns the figure."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg", force=True)
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = plots.pyplot()
   keys = [key for key in cells if key[0] == a and key[2] == k]
   fs = sorted({key[1] for key in keys})
   faults = [t for t in ex.CGE_FAULTS if any(key[3] == t for key in keys)]
@@ -319,18 +318,14 @@ def figures(main: str, folder: Optional[str] = None) -> List[str]:
   """``figure`` for every filter and batch size of the runs saved in
   ``main``, as PNGs in ``folder`` (default ``main``/plots). Returns the
   paths written."""
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   folder = folder or os.path.join(main, "plots")
   os.makedirs(folder, exist_ok=True)
   cells = cells_of(ex.load_grid_results(main).records)
   written = []
   for a, k in sorted({(key[0], key[2]) for key in cells if key[0] != FAULT_FREE},
                      key=lambda x: (x[1], FILTERS.index(x[0]))):
-    fig = figure(cells, a, k)
-    path = os.path.join(folder, f"fraction_{a}_k{k}.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    written.append(path)
+    written.append(plots.save(figure(cells, a, k),
+                              os.path.join(folder, f"fraction_{a}_k{k}.png")))
   return written
 
 
