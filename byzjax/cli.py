@@ -604,6 +604,9 @@ def report(argv: Optional[List[str]] = None) -> int:
       "Print the tables of the results saved in a grid's output folder "
       "(complete or not) and rewrite its CSV/JSON/tables/plots."))
   p.add_argument("out", metavar="DIR")
+  p.add_argument("--seeds", type=int, nargs="+", help=(
+      "only these seeds of the grid, e.g. the complete ones while another is "
+      "being trained (default: all)"))
   p.add_argument("--no-plots", action="store_true")
   _plugin_flag(p)
   args = p.parse_args(argv)
@@ -611,7 +614,7 @@ def report(argv: Optional[List[str]] = None) -> int:
   def body():
     for spec in args.plugin:
       load_plugin(spec)
-    results = experiments.load_grid_results(args.out)
+    results = experiments.load_grid_results(args.out, seeds=args.seeds)
     if not results.records:
       raise UsageError(f"{args.out} holds no finished results yet")
     experiments.write_outputs(results, args.out, plots=not args.no_plots)

@@ -335,7 +335,8 @@ def jax_process_count() -> int:
   return jax.process_count()
 
 
-def load_grid_results(out_dir: str, grid: Optional[Grid] = None) -> GridResults:
+def load_grid_results(out_dir: str, grid: Optional[Grid] = None, *,
+                      seeds: Optional[Sequence[int]] = None) -> GridResults:
   """The saved results in ``out_dir`` (complete or not).
 
   Args:
@@ -343,12 +344,16 @@ def load_grid_results(out_dir: str, grid: Optional[Grid] = None) -> GridResults:
     grid: the grid (default: rebuilt from grid.json, or from the result files
       when grid.json is lost; ``adjust`` is then not re-applied, the saved
       run configurations are used as they are).
+    seeds: only these of the grid's seeds (default: all of them), e.g. the
+      seeds that are complete while another is being trained; the returned
+      grid has these seeds.
 
   Returns:
     ``GridResults`` with the records found.
 
   Raises:
-    GridError: ``out_dir`` holds no grid written by ``run_grid``.
+    GridError: ``out_dir`` holds no grid written by ``run_grid``, or a seed
+      that is not one of its grid's.
   """
   path = os.path.join(out_dir, GRID_FILE)
   saved = None
@@ -374,15 +379,29 @@ def load_grid_results(out_dir: str, grid: Optional[Grid] = None) -> GridResults:
     if not runs:
       raise GridError(f"{out_dir} is not a byzjax grid folder (no grid.json "
                       f"and no result files)")
-    seeds = sorted({s for r in runs for s in r.config.seeds})
     fields = sorted({k for r in runs for k in r.settings}) or ["aggregator"]
     grid = Grid(os.path.basename(os.path.abspath(out_dir)) or "grid",
                 runs[0].config, axes={f: sorted({hashable(r.settings.get(f))
                                                  for r in runs}, key=str)
-                                      for f in fields}, seeds=seeds)
+                                      for f in fields},
+                seeds=sorted({s for r in runs for s in r.config.seeds}))
+  if seeds is not None:
+    grid = grid.replace(seeds=_chosen_seeds(grid, seeds, out_dir))
   records = [record_of(r, res) for r in runs for s in grid.seeds
              if (res := load_result(out_dir, r, s)) is not None]
   return GridResults(grid, runs, records, out_dir)
+
+
+def _chosen_seeds(grid: Grid, seeds: Sequence[int], out_dir: str
+                  ) -> Tuple[int, ...]:
+  chosen = tuple(dict.fromkeys(int(s) for s in seeds))
+  unknown = [s for s in chosen if s not in grid.seeds]
+  if not chosen or unknown:
+    raise GridError(
+        f"seeds {' '.join(map(str, unknown or chosen))}: {out_dir} holds grid "
+        f"{grid.name!r} with seeds {' '.join(map(str, grid.seeds))}; choose "
+        f"at least one of those")
+  return chosen
 
 
 def _run_text(run: Run) -> str:
@@ -441,12 +460,13 @@ def report_main(report: Callable[..., str], doc: str, out: str,
   """The command line of an analysis script kept beside a grid's results.
 
   One option ``--NAME DIR`` per keyword of ``folders`` (its default the
-  value; passed to ``report`` positionally, in keyword order) and ``--out
-  FILE`` (default ``out``; empty: print only). Prints ``report``'s Markdown
-  and writes it to ``--out`` atomically.
+  value; passed to ``report`` positionally, in keyword order), ``--seeds S
+  [S ...]`` (passed as ``seeds``: report only these seeds; default None, all)
+  and ``--out FILE`` (default ``out``; empty: print only). Prints
+  ``report``'s Markdown and writes it to ``--out`` atomically.
 
   Args:
-    report: folders -> Markdown.
+    report: folders, ``seeds=`` -> Markdown.
     doc: the script's docstring (its first line is the description).
     out: the default output file.
     argv: the arguments (default: the command line).
@@ -459,9 +479,12 @@ def report_main(report: Callable[..., str], doc: str, out: str,
   p = argparse.ArgumentParser(description=doc.split("\n")[0])
   for name, default in folders.items():
     p.add_argument("--" + name.replace("_", "-"), default=default)
+  p.add_argument("--seeds", type=int, nargs="+", help=(
+      "report only these seeds of the grid (e.g. the complete ones while "
+      "another is being trained); default: all"))
   p.add_argument("--out", default=out)
   args = p.parse_args(argv)
-  text = report(*(getattr(args, name) for name in folders))
+  text = report(*(getattr(args, name) for name in folders), seeds=args.seeds)
   print(text)
   if args.out:
     atomic_write(args.out, text)

@@ -177,6 +177,31 @@ def test_sweep_json_grid_with_overrides_then_report(tmp_path, capsys):
   assert cli.main(["report", str(tmp_path)]) == 2
 
 
+def test_report_of_chosen_seeds(tmp_path, capsys):
+  out = str(tmp_path / "run")
+  assert cli.main(["run", *TINY, "--agg", "median", "--attack", "sign_flip",
+                   "--seeds", "1", "2", "--out", out, "--no-progress"]) == 0
+  capsys.readouterr()
+  both = ex.load_grid_results(out)
+  assert sorted({r.seed for r in both.records}) == [1, 2]
+  # Seed 2 alone: its records, and tables that say so.
+  assert cli.main(["report", out, "--seeds", "2", "--no-plots"]) == 0
+  text = capsys.readouterr().out
+  assert "1 seed(s) (2)" in text and "2 of 2 results" in text
+  chosen = ex.load_grid_results(out, seeds=[2])
+  assert chosen.grid.seeds == (2,)
+  assert [r.result.test_accuracy for r in chosen.records] == [
+      r.result.test_accuracy for r in both.records if r.seed == 2]
+  with open(os.path.join(out, "runs.json"), encoding="utf-8") as fh:
+    assert {r["seed"] for r in json.load(fh)["runs"]} == {2}
+  # A seed the grid does not have: one line, exit status 2.
+  assert cli.main(["report", out, "--seeds", "2", "3", "--no-plots"]) == 2
+  err = capsys.readouterr().err
+  assert _lines(err) == [
+      f"byzjax report: error: seeds 3: {out} holds grid 'run' with seeds 1 2; "
+      "choose at least one of those"]
+
+
 def test_help_lists_the_commands(capsys):
   assert cli.main([]) == 0
   out = capsys.readouterr().out

@@ -201,6 +201,14 @@ def test_fraction_report_of_a_tiny_grid(tmp_path, monkeypatch):
   written = fraction.figures(out, str(tmp_path / "plots"))
   assert [os.path.basename(p) for p in written] == ["fraction_cge_k4.png",
                                                     "fraction_cge_k8.png"]
+  # --seeds 1: the report and the figures of seed 1 alone.
+  md = tmp_path / "fraction.md"
+  assert fraction.main(["--main", out, "--seeds", "1", "--out", str(md)]) == 0
+  lines = md.read_text(encoding="utf-8").splitlines()
+  final = 100 * runs[(1, 4)][0].test_accuracy[-1]
+  assert any(l.startswith(f"| CGE | 1 | {final:.2f} |") for l in lines)
+  assert sorted(os.listdir(tmp_path / "plots")) == ["fraction_cge_k4.png",
+                                                    "fraction_cge_k8.png"]
 
 
 def test_figure2_report_of_a_tiny_grid(tmp_path):
@@ -239,6 +247,13 @@ def test_figure2_report_of_a_tiny_grid(tmp_path):
   path = tmp_path / "kappa.md"
   assert figure2.main(["--main", out, "--out", str(path)]) == 0
   assert path.read_text(encoding="utf-8") == text
+  # --seeds 2: seed 2's numbers alone.
+  assert figure2.main(["--main", out, "--seeds", "2", "--out", str(path)]) == 0
+  text = path.read_text(encoding="utf-8")
+  assert "seeds 2;" in text
+  row = (f"| {f} | Krum | SF | {np.median(k['nnm'][1]):.3f} | "
+         f"{np.median(k['bucketing'][1]):.3f} | ")
+  assert any(line.startswith(row) for line in text.splitlines())
 
 
 def test_table2_claims_of_a_worked_block():
@@ -289,7 +304,8 @@ def test_table2_claims_report_of_synthetic_seeds(tmp_path, monkeypatch):
             for s, a in ((1, 0.97), (2, 0.98))]
     return types.SimpleNamespace(records=out)
 
-  monkeypatch.setattr(claims.ex, "load_grid_results", lambda main: records())
+  monkeypatch.setattr(claims.ex, "load_grid_results",
+                      lambda main, seeds=None: records())
   text = claims.report(str(tmp_path))
   assert "# Table 2's claims, checked on seeds 1, 2" in text
   assert "| Krum | 70.07 (FOE) | 36.10 (FOE) | 10.19 (ALIE) | yes |" in text
@@ -336,8 +352,10 @@ def test_ablation_pairs_a_reversal_with_the_protocols_runs_of_its_seeds(
   folders = {
       str(main): [record(1, 80.0), record(2, 60.0), record(3, 70.0)],
       str(abl): [record(1, 76.0, {"knows_server_randomness": True})]}
-  monkeypatch.setattr(ablation.ex, "load_grid_results",
-                      lambda folder: types.SimpleNamespace(records=folders[folder]))
+  monkeypatch.setattr(ablation.ex, "load_grid_results", lambda folder, seeds=None:
+                      types.SimpleNamespace(records=[
+                          r for r in folders[folder]
+                          if seeds is None or r.seed in seeds]))
   text = ablation.report(str(main), None, str(abl))
   lines = text.splitlines()
   server = lines.index("### Own randomness / the server's Bucketing permutation")
@@ -349,3 +367,7 @@ def test_ablation_pairs_a_reversal_with_the_protocols_runs_of_its_seeds(
   assert lines[every + 6] == ("| NNM + Krum | 70.00 / 35.00 (-35.00) | "
                               "70.00 / 35.00 (-35.00) |")
   assert "table2_offline_grid_attacks: no results in None" in text
+  # --seeds 1 3: the protocol's means over seeds 1 and 3 alone.
+  lines = ablation.report(str(main), None, str(abl), seeds=[1, 3]).splitlines()
+  assert lines[every + 6] == ("| NNM + Krum | 75.00 / 37.50 (-37.50) | "
+                              "75.00 / 37.50 (-37.50) |")

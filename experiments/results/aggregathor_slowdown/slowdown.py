@@ -29,15 +29,17 @@ directly, from the saved runs of ``experiments/aggregathor_slowdown.py``
   runs are evaluated every 10 rounds) and averaging's rounds divided by the
   rule's.
 
-  python experiments/results/aggregathor_slowdown/slowdown.py [--main DIR] [--out FILE]
+  python experiments/results/aggregathor_slowdown/slowdown.py \
+      [--main DIR] [--seeds S [S ...]] [--out FILE]
 
-Defaults: this folder, and slowdown.md in it.
+--seeds: only these of the grid's seeds (e.g. the complete ones while another
+is being trained). Defaults: every seed, this folder, and slowdown.md in it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -103,11 +105,11 @@ def _rounds(values: Sequence[float]) -> str:
   return f"{v.mean():.0f}"
 
 
-def report(main: str) -> str:
+def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
   """The slowdown tables as Markdown (see the module docstring)."""
   if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
     raise SystemExit(f"no aggregathor_slowdown results in {main}")
-  results = ex.load_grid_results(main)
+  results = ex.load_grid_results(main, seeds=seeds)
   cells = _cells(results.records)
   if ("mean", 0) not in cells:
     raise SystemExit(f"{main}: averaging's runs are not saved yet")

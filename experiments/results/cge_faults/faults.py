@@ -17,15 +17,17 @@ each from the runs of ``experiments/cge_faults.py`` (nothing is trained):
   minibatch loss, logged every round), beside the fault-free run's: a spike
   shows as a maximum far above it.
 
-  python experiments/results/cge_faults/faults.py [--main DIR] [--out FILE]
+  python experiments/results/cge_faults/faults.py \
+      [--main DIR] [--seeds S [S ...]] [--out FILE]
 
-Defaults: this folder, and faults.md in it.
+--seeds: only these of the grid's seeds (e.g. the complete ones while another
+is being trained). Defaults: every seed, this folder, and faults.md in it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -70,11 +72,11 @@ def _cells(records) -> Dict[Tuple[str, str], List]:
   return {k: [v[s] for s in sorted(v)] for k, v in cells.items()}
 
 
-def report(main: str) -> str:
+def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
   """The fault-type tables as Markdown (see the module docstring)."""
   if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
     raise SystemExit(f"no cge_faults results in {main}")
-  results = ex.load_grid_results(main)
+  results = ex.load_grid_results(main, seeds=seeds)
   cells = _cells(results.records)
   filters = [a for a in ex.CGE_FILTERS if any(k[0] == a for k in cells)]
   faults = [a for a in ex.CGE_FAULTS if any(k[1] == a for k in cells)]

@@ -25,10 +25,12 @@ the late accuracy, the mean of the evaluations in the last ``LATE`` rounds,
 which a single dive of an erratic curve moves less. Claims 1 and 2 are
 counted on the late accuracy's mean over the seeds.
 
-  python experiments/results/cge_fraction/fraction.py [--main DIR] [--out FILE]
+  python experiments/results/cge_fraction/fraction.py \
+      [--main DIR] [--seeds S [S ...]] [--out FILE]
 
-Defaults: this folder, and fraction.md in it. Also draws the paper's Figures
-8-11 (``figures``) into DIR/plots.
+--seeds: only these of the grid's seeds (e.g. the complete ones while another
+is being trained). Defaults: every seed, this folder, and fraction.md in it.
+Also draws the paper's Figures 8-11 (``figures``) into DIR/plots.
 """
 
 from __future__ import annotations
@@ -105,11 +107,12 @@ def falls(means: Sequence[float]) -> int:
   return int(np.sum(m[1:] < m[:-1]))
 
 
-def report(main: str) -> str:
-  """The fraction and batch-size tables and claims as Markdown."""
+def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
+  """The fraction and batch-size tables and claims as Markdown (``seeds``:
+  only these of the grid's seeds; default all)."""
   if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
     raise SystemExit(f"no cge_fraction results in {main}")
-  results = ex.load_grid_results(main)
+  results = ex.load_grid_results(main, seeds=seeds)
   cells = cells_of(results.records)
   grid_keys = [k for k in cells if k[0] != FAULT_FREE]
   if not grid_keys:
@@ -314,13 +317,14 @@ def figure(cells: Dict[Key, List], a: str, k: int):
   return fig
 
 
-def figures(main: str, folder: Optional[str] = None) -> List[str]:
+def figures(main: str, folder: Optional[str] = None,
+            seeds: Optional[Sequence[int]] = None) -> List[str]:
   """``figure`` for every filter and batch size of the runs saved in
-  ``main``, as PNGs in ``folder`` (default ``main``/plots). Returns the
-  paths written."""
+  ``main`` (``seeds``: only these; default all), as PNGs in ``folder``
+  (default ``main``/plots). Returns the paths written."""
+  cells = cells_of(ex.load_grid_results(main, seeds=seeds).records)
   folder = folder or os.path.join(main, "plots")
   os.makedirs(folder, exist_ok=True)
-  cells = cells_of(ex.load_grid_results(main).records)
   written = []
   for a, k in sorted({(key[0], key[2]) for key in cells if key[0] != FAULT_FREE},
                      key=lambda x: (x[1], FILTERS.index(x[0]))):
@@ -334,7 +338,9 @@ def main(argv=None) -> int:
                           argv, main=HERE)
   parser = argparse.ArgumentParser(add_help=False)
   parser.add_argument("--main", default=HERE)
-  for path in figures(parser.parse_known_args(argv)[0].main):
+  parser.add_argument("--seeds", type=int, nargs="+")
+  args = parser.parse_known_args(argv)[0]
+  for path in figures(args.main, seeds=args.seeds):
     print("wrote", path)
   return status
 

@@ -16,16 +16,18 @@ and f = 4; nothing is trained), per (f, rule, attack):
   ``aggregators.robustness_coefficient``), which it can never exceed;
 * the final test accuracy of both (mean ± population std over the seeds).
 
-  python experiments/results/figure2_offline/kappa.py [--main DIR] [--out FILE]
+  python experiments/results/figure2_offline/kappa.py \
+      [--main DIR] [--seeds S [S ...]] [--out FILE]
 
-Defaults: this folder, and kappa.md in it.
+--seeds: only these of the grid's seeds (e.g. the complete ones while another
+is being trained). Defaults: every seed, this folder, and kappa.md in it.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -57,11 +59,11 @@ def _accuracy(runs) -> str:
   return ex.format_stat(ex.stat_of([r.result.final_accuracy for r in runs]))
 
 
-def report(main: str) -> str:
+def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
   """The kappa_hat_t tables as Markdown (see the module docstring)."""
   if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
     raise SystemExit(f"no figure2_offline results in {main}")
-  results = ex.load_grid_results(main)
+  results = ex.load_grid_results(main, seeds=seeds)
   cells = _cells(results.records)
   seeds = sorted({r.seed for r in results.records})
   keys = sorted({(f, rule, attack) for (f, _, rule, attack) in cells

@@ -20,10 +20,12 @@ Each table: maximum test accuracy (%) of seed-by-seed means, protocol /
 reverted, and the difference; worst cases over the attacks present.
 
   python experiments/results/table2_offline/ablation.py \
-      [--main DIR] [--grid-attacks DIR] [--ablation DIR] [--out FILE]
+      [--main DIR] [--grid-attacks DIR] [--ablation DIR] [--seeds S [S ...]] \
+      [--out FILE]
 
-Defaults: this folder, and its ``grid_attacks/`` and ``ablation/``
-subfolders; missing folders are skipped and said so.
+--seeds: only these of the main grid's seeds. Defaults: every seed, this
+folder, and its ``grid_attacks/`` and ``ablation/`` subfolders; missing
+folders are skipped and said so.
 """
 
 from __future__ import annotations
@@ -100,18 +102,21 @@ def _table(title: str, rows: Sequence[str], columns: Sequence[str],
   return "\n".join(lines) + "\n"
 
 
-def _load(folder: Optional[str], what: str, missing: List[str]):
+def _load(folder: Optional[str], what: str, missing: List[str],
+          seeds: Optional[Sequence[int]] = None):
   if folder is None or not os.path.isfile(os.path.join(folder, ex.GRID_FILE)):
     missing.append(f"{what}: no results in {os.path.relpath(folder) if folder else folder}")
     return None
-  return ex.load_grid_results(folder)
+  return ex.load_grid_results(folder, seeds=seeds)
 
 
-def report(main: str, grid_attacks: Optional[str], ablation: Optional[str]
-          ) -> str:
-  """The ablation tables as Markdown (see the module docstring)."""
+def report(main: str, grid_attacks: Optional[str], ablation: Optional[str],
+           seeds: Optional[Sequence[int]] = None) -> str:
+  """The ablation tables as Markdown (see the module docstring; ``seeds``:
+  only these seeds of ``main``, and the reversals beside them seed by
+  seed)."""
   missing: List[str] = []
-  base = _load(main, "table2_offline", missing)
+  base = _load(main, "table2_offline", missing, seeds)
   if base is None:
     raise SystemExit(f"no table2_offline results in {main}")
   rows = list(dict.fromkeys(r.settings["aggregator"] for r in base.records

@@ -20,15 +20,17 @@ means over the seeds, and the first claim on each seed alone. It also counts
 the attack cells whose published mean lies within our mean ± 2 sample std /
 sqrt(k) over our k seeds (the ``*`` of ``table.md``).
 
-  python experiments/results/table2_offline/claims.py [--main DIR] [--out FILE]
+  python experiments/results/table2_offline/claims.py \
+      [--main DIR] [--seeds S [S ...]] [--out FILE]
 
-Defaults: this folder, and claims.md in it.
+--seeds: only these of the grid's seeds (e.g. the complete ones while another
+is being trained). Defaults: every seed, this folder, and claims.md in it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -113,12 +115,12 @@ def _display(name: str) -> str:
   return paper_results.get("fixing_by_mixing_table2").printed_rows.get(name, name)
 
 
-def report(main: str) -> str:
+def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
   """The claims as Markdown (see the module docstring)."""
   if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
     raise SystemExit(f"no table2_offline results in {main}")
   paper = paper_results.get("fixing_by_mixing_table2")
-  cells, base = _per_seed(ex.load_grid_results(main).records)
+  cells, base = _per_seed(ex.load_grid_results(main, seeds=seeds).records)
   attacks = list(paper.cells["krum"])
   names = [aggregator(p, r) for r in RULES for p in PRES]
   missing = [(n, a) for n in names for a in attacks if not cells.get(n, {}).get(a)]
