@@ -623,7 +623,7 @@ def report(argv: Optional[List[str]] = None) -> int:
     print(experiments.format_markdown(
         results.tables(), title=f"{grid.name}: {experiments.summary(grid)}"))
     print(f"{len(results.records)} of {total} results in {args.out}")
-    for line in store.report_environments(args.out):
+    for line in store.report_environments(args.out, seeds=args.seeds):
       print(line)
     return 0
 

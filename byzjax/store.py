@@ -20,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import (Any, Callable, Dict, Iterator, List, Mapping, NamedTuple,
-                    Optional, Sequence, Tuple)
+from typing import (Any, Callable, Collection, Dict, Iterator, List, Mapping,
+                    NamedTuple, Optional, Sequence, Tuple)
 
 from byzjax.files import atomic_open
 from byzjax.grid import (FORMAT_VERSION, Grid, GridError, Run,
@@ -290,13 +290,16 @@ def _record_execution(record: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
 
 
 def saved_counts(out_dir: str,
-                 describe: Sequence[Callable[[Mapping[str, Any]], str]]
+                 describe: Sequence[Callable[[Mapping[str, Any]], str]],
+                 seeds: Optional[Collection[int]] = None
                 ) -> List[Dict[str, int]]:
   """For each ``describe`` (a saved record -> a line), how many of the
-  folder's saved results each line describes, most first (one read of each
-  file for all of them)."""
+  folder's saved results (of ``seeds``; default all) each line describes,
+  most first (one read of each file for all of them)."""
   counts: List[Dict[str, int]] = [{} for _ in describe]
-  for _, record in _saved_records(out_dir)[0].values():
+  for (_, seed), (_, record) in _saved_records(out_dir)[0].items():
+    if seeds is not None and seed not in seeds:
+      continue
     for fn, table in zip(describe, counts):
       text = fn(record)
       table[text] = table.get(text, 0) + 1
@@ -315,15 +318,16 @@ def saved_environments(
   return saved_counts(out_dir, [lambda r: describe(_record_environment(r))])[0]
 
 
-def report_environments(out_dir: str) -> List[str]:
+def report_environments(out_dir: str,
+                        seeds: Optional[Collection[int]] = None) -> List[str]:
   """The lines ``byzjax report`` prints about where and how the folder's
-  results were computed: environments, byzjax sources and executions, with
-  a warning first when the results do not all share one (their float
-  rounding then differs)."""
+  results (of ``seeds``; default all) were computed: environments, byzjax
+  sources and executions, with a warning first when the results do not all
+  share one (their float rounding then differs)."""
   envs, sources, executions = saved_counts(out_dir, [
       lambda r: environment_text(_record_environment(r)),
       lambda r: source_text(_record_environment(r)),
-      lambda r: execution_text(_record_execution(r))])
+      lambda r: execution_text(_record_execution(r))], seeds)
   lines = []
   if len(envs) > 1 or len(executions) > 1:
     lines.append("trained in more than one environment or execution (float "

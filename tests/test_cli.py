@@ -188,6 +188,9 @@ def test_report_of_chosen_seeds(tmp_path, capsys):
   assert cli.main(["report", out, "--seeds", "2", "--no-plots"]) == 0
   text = capsys.readouterr().out
   assert "1 seed(s) (2)" in text and "2 of 2 results" in text
+  # The environments listed are those of seed 2's two results alone.
+  assert f"  2 result(s): {store.source_text(store.versions())}" in text
+  assert "  4 result(s)" not in text
   chosen = ex.load_grid_results(out, seeds=[2])
   assert chosen.grid.seeds == (2,)
   assert [r.result.test_accuracy for r in chosen.records] == [
