@@ -243,6 +243,12 @@ def test_figure2_report_of_a_tiny_grid(tmp_path):
   assert row in text.splitlines()
   assert "seeds 1, 2;" in text
   assert "in no round of any seed" in text
+  # Rounds whose aggregate is the honest mean: listed for every Krum run.
+  for pre, name in (("nnm", "NNM"), ("bucketing", "Bucketing")):
+    counts = sorted({int(np.sum(run < 1e-4)) for run in k[pre]})
+    assert any(line.startswith(f"| {f} | {name} + Krum | SF | "
+                               f"{'-'.join(map(str, counts))} | ")
+               and line.endswith(" | - | - |") for line in text.splitlines())
   # The command line (ex.report_main) prints the report and writes --out.
   path = tmp_path / "kappa.md"
   assert figure2.main(["--main", out, "--out", str(path)]) == 0
