@@ -232,10 +232,13 @@ def test_figure2_report_of_a_tiny_grid(tmp_path):
   r = f / (n - 2 * f)
   bound = np.sqrt(8 * f / (n - f) * (6 * (1 + r) + 1))
   below = np.mean(k["nnm"].mean(axis=0) < k["bucketing"].mean(axis=0))
+  per_seed = sorted(100 * np.mean(k["nnm"] < k["bucketing"], axis=1))
+  per_seed = "-".join(dict.fromkeys(f"{x:.1f}" for x in per_seed))
   acc = {pre: 100 * np.array([runs[(f"{pre}+krum", s)].test_accuracy[-1]
                               for s in (1, 2)]) for pre in ("nnm", "bucketing")}
   row = (f"| {f} | Krum | SF | {np.median(k['nnm'], axis=1).mean():.3f} | "
          f"{np.median(k['bucketing'], axis=1).mean():.3f} | {100 * below:.1f}% | "
+         f"{per_seed}% | "
          f"{k['nnm'].max():.3f} | {bound:.2f} | "
          f"{acc['nnm'].mean():.2f} ± {acc['nnm'].std():.2f} | "
          f"{acc['bucketing'].mean():.2f} ± {acc['bucketing'].std():.2f} |")
