@@ -18,8 +18,8 @@ and f = 4; nothing is trained), per (f, rule, attack):
   the (f, kappa)-robustness it is proven to have (Lemma 1 with Table 1;
   ``aggregators.robustness_coefficient``), which it can never exceed;
 * the final test accuracy of both (mean ± population std over the seeds);
-* the rounds whose aggregate is the honest mean to float precision
-  (kappa_hat_t < 1e-4), with the attack's eta in them and how often its
+* the rounds whose aggregate is the honest mean, up to rounding or GM's
+  Weiszfeld tolerance (kappa_hat_t < 1e-4), with the attack's eta in them and how often its
   line search chose eta = 0 (the Byzantine rows then are the honest mean).
 
   python experiments/results/figure2_offline/kappa.py \
