@@ -35,7 +35,6 @@ Also draws the paper's Figures 8-11 (``figures``) into DIR/plots.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -333,17 +332,18 @@ def figures(main: str, folder: Optional[str] = None,
   return written
 
 
-def main(argv=None) -> int:
-  status = ex.report_main(report, __doc__, os.path.join(HERE, "fraction.md"),
-                          argv, main=HERE)
-  parser = argparse.ArgumentParser(add_help=False)
-  parser.add_argument("--main", default=HERE)
-  parser.add_argument("--seeds", type=int, nargs="+")
-  args = parser.parse_known_args(argv)[0]
-  for path in figures(args.main, seeds=args.seeds):
+def _report_and_figures(main: str, seeds: Optional[Sequence[int]] = None
+                        ) -> str:
+  """``report``, then ``figures`` drawn into ``main``/plots."""
+  text = report(main, seeds)
+  for path in figures(main, seeds=seeds):
     print("wrote", path)
-  return status
+  return text
 
+
+def main(argv=None) -> int:
+  return ex.report_main(_report_and_figures, __doc__,
+                        os.path.join(HERE, "fraction.md"), argv, main=HERE)
 
 if __name__ == "__main__":
   raise SystemExit(main())
