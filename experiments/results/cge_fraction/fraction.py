@@ -345,5 +345,6 @@ def main(argv=None) -> int:
   return ex.report_main(_report_and_figures, __doc__,
                         os.path.join(HERE, "fraction.md"), argv, main=HERE)
 
+
 if __name__ == "__main__":
   raise SystemExit(main())
