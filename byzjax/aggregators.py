@@ -398,25 +398,43 @@ def smea(rows: Rows, *, f: int, max_subsets: int = 20_000) -> jax.Array:
 # Norm- and neighbourhood-based rules.
 
 
-@rule.aggregator("cge", display="CGE", rows=True)
-def cge(rows: Rows, *, f: int) -> jax.Array:
+_CGE_REDUCTIONS = ("mean", "sum")
+
+
+def _check_cge(n: int, *, f: int, reduction: str = "mean") -> None:
+  checks.check_choice("reduction", reduction, _CGE_REDUCTIONS, what="cge: ")
+
+
+@rule.aggregator("cge", display="CGE", rows=True, check=_check_cge)
+def cge(rows: Rows, *, f: int, reduction: str = "mean") -> jax.Array:
   """Comparative gradient elimination: drop the f rows of largest norm and
-  average the rest (lowest index kept on ties).
+  average (or sum) the n - f others (lowest index kept on ties).
+
+  The CGE paper's update (eq. 7) is w_{t+1} = w_t - eta_t * SUM of the n - f
+  kept gradients, with eta_t = 0.1 in its experiments (Section 3.1), the same
+  sum as its fault-free D-SGD (eq. 3): ``reduction="sum"``, which the CGE
+  paper's configs use (``paper_settings.cge_paper_rules``). The default,
+  ``"mean"``, divides by n - f, as the EPFL codebases do (Rouault's ``cge``
+  GAR of the AggregaThor lineage): a step on the scale of the other rules'
+  outputs, n - f times smaller than eq. (7) at the same learning rate. The
+  two give the same training, up to rounding, when the mean's learning rate
+  is n - f times the sum's.
 
   Args:
     rows: (n, d) array of worker vectors.
     f: number of Byzantine workers, 2f < n.
+    reduction: "mean" (default) or "sum" (the paper's eq. 7).
 
   Returns:
     (d,) vector.
 
   References:
     Gupta, Liu, Vaidya, "Byzantine Fault-Tolerant Distributed Machine Learning
-    with Norm-Based Comparative Gradient Elimination", Section 3.1.
+    with Norm-Based Comparative Gradient Elimination", Sections 2.1 and 3.1.
   """
   n = rows.num_rows
   keep = K.smallest_mask(rows.sq_norms(), n - f)
-  return rows.combine(keep / (n - f))
+  return rows.combine(keep if reduction == "sum" else keep / (n - f))
 
 
 def _check_monna(n: int, *, f: int, index: int = 0) -> None:

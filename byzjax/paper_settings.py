@@ -3,7 +3,7 @@
 ``fixing_by_mixing_mnist`` / ``fixing_by_mixing_cifar10``: robust D-SHB with
 Table 3 of Allouah et al. (2023); ``cge_mnist``: the CGE paper's D-SGD; the
 methods, attacks and baseline of Table 2; ``Grid.adjust`` functions for the
-papers' Krum and Multi-Krum variants.
+papers' Krum, Multi-Krum and CGE variants.
 
 References:
   Allouah et al., "Fixing by Mixing", AISTATS 2023 (Section 6, Table 3,
@@ -79,6 +79,20 @@ def fixing_by_mixing_krum(config: RunConfig) -> RunConfig:
   if last == "multi_krum":
     hyper["m"] = m - config.rule_f
   return with_stage_args(config, **{last: hyper})
+
+
+def cge_paper_rules(config: RunConfig) -> RunConfig:
+  """The CGE paper's filters (a ``Grid.adjust``): CGE takes its eq. (7) step,
+  the SUM of the n - f kept gradients (``reduction="sum"``), and Multi-KRUM
+  averages the m = 2 gradients of least score. Other rules are left as they
+  are (GeoMed, MoM, CWTM and Multi-KRUM return a gradient-sized vector in the
+  paper too).
+
+  References:
+    Gupta, Liu, Vaidya, "Comparative Gradient Elimination", eq. (7) and
+    Section 3.2.
+  """
+  return with_stage_args(config, multi_krum={"m": 2}, cge={"reduction": "sum"})
 
 
 def aggregathor_multi_krum(config: RunConfig) -> RunConfig:
@@ -196,3 +210,9 @@ CGE_FAULTS = ("gradient_reverse", "coordinate_wise", "norm_confusing",
 
 
 CGE_FAULT_FREE = Baseline("fault-free (f = 0, mean)", {"f": 0, "aggregator": "mean"})
+
+
+# The paper's fault-free D-SGD, eq. (3): the sum of the n gradients (CGE with
+# f = 0 under ``cge_paper_rules``), at the same step size 0.1.
+CGE_FAULT_FREE_SUM = Baseline("fault-free (f = 0, sum, eq. 3)",
+                              {"f": 0, "aggregator": "cge"})

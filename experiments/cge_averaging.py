@@ -24,11 +24,6 @@ accuracy, seeds 1-3 where the paper is silent).
 from byzjax import experiments as ex
 
 
-def adjust(config):
-  """Multi-KRUM with m = 2, as in the CGE paper."""
-  return ex.with_stage_args(config, multi_krum={"m": 2})
-
-
 GRID = ex.Grid(
     name="cge_averaging",
     description=__doc__.splitlines()[0],
@@ -36,8 +31,8 @@ GRID = ex.Grid(
     axes={"f": [1, 2, 3, 4], "aggregator": ["multi_krum", "cge"],
           "gradient_averaging": [0.0, 0.2, 0.4, 0.6]},
     seeds=(1, 2, 3),
-    baselines=[ex.CGE_FAULT_FREE],
+    baselines=[ex.CGE_FAULT_FREE, ex.CGE_FAULT_FREE_SUM],
     columns="gradient_averaging",
     metric="final_accuracy",
-    adjust=adjust,
+    adjust=ex.cge_paper_rules,
 )

@@ -31,18 +31,13 @@ table, seeds 1-3 (the paper plots single runs).
 from byzjax import experiments as ex
 
 
-def adjust(config):
-  """Multi-KRUM with m = 2, as in the CGE paper."""
-  return ex.with_stage_args(config, multi_krum={"m": 2})
-
-
 GRID = ex.Grid(
     name="cge_faults",
     description=__doc__.splitlines()[0],
     base=ex.cge_mnist(f=1, batch_size=16),
     axes={"aggregator": list(ex.CGE_FILTERS), "attack": list(ex.CGE_FAULTS)},
     seeds=(1, 2, 3),
-    baselines=[ex.CGE_FAULT_FREE],
+    baselines=[ex.CGE_FAULT_FREE, ex.CGE_FAULT_FREE_SUM],
     metric="final_accuracy",
-    adjust=adjust,
+    adjust=ex.cge_paper_rules,
 )

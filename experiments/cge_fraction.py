@@ -22,11 +22,6 @@ accuracy, seeds 1-3 where the paper is silent).
 from byzjax import experiments as ex
 
 
-def adjust(config):
-  """Multi-KRUM with m = 2, as in the CGE paper."""
-  return ex.with_stage_args(config, multi_krum={"m": 2})
-
-
 GRID = ex.Grid(
     name="cge_fraction",
     description=__doc__.splitlines()[0],
@@ -34,7 +29,7 @@ GRID = ex.Grid(
     axes={"f": [1, 2, 3, 4], "batch_size": [16, 64],
           "aggregator": ["multi_krum", "cge"], "attack": list(ex.CGE_FAULTS)},
     seeds=(1, 2, 3),
-    baselines=[ex.CGE_FAULT_FREE],
+    baselines=[ex.CGE_FAULT_FREE, ex.CGE_FAULT_FREE_SUM],
     metric="final_accuracy",
-    adjust=adjust,
+    adjust=ex.cge_paper_rules,
 )

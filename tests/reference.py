@@ -87,9 +87,12 @@ def mda(x, f):
   return x[list(best)].mean(0)
 
 
-def cge(x, f):
+def cge(x, f, reduction="mean"):
+  """Gupta, Liu, Vaidya, eq. (7): the n - f smallest-norm rows, summed (the
+  paper) or averaged."""
   norms = np.linalg.norm(x, axis=1)
-  return x[np.argsort(norms, kind="stable")[:len(x) - f]].mean(0)
+  kept = x[np.argsort(norms, kind="stable")[:len(x) - f]]
+  return kept.sum(0) if reduction == "sum" else kept.mean(0)
 
 
 def monna(x, f, index=0):

@@ -85,6 +85,18 @@ def test_krum_variants(hyper):
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
+@pytest.mark.parametrize("n,f,d", [(10, 1, 5), (10, 4, 3), (7, 3, 1)])
+def test_cge_sum_is_the_papers_eq7(n, f, d):
+  """reduction="sum" is eq. (7) of the CGE paper; the mean is it / (n - f)."""
+  x = data(n, d, 4)
+  np.testing.assert_allclose(run("cge", x, f, reduction="sum"),
+                             ref.cge(x.astype(float), f, reduction="sum"), rtol=1e-12)
+  np.testing.assert_allclose(run("cge", x, f, reduction="sum") / (n - f),
+                             run("cge", x, f), rtol=1e-12)
+  with pytest.raises(ValueError, match="cge: reduction must be one of mean, sum, got 'total'"):
+    A.get("cge").validate(n, f=f, reduction="total")
+
+
 def test_krum_returns_a_row_bitwise():
   x = data(17, 50, 3)
   out = np.asarray(A.krum(jnp.asarray(x), f=4))
