@@ -468,6 +468,10 @@ def monna(rows: Rows, *, f: int, index: int = 0) -> jax.Array:
   return rows.combine(keep / (n - f))
 
 
+# CAF: rows whose tau is within this many ulps of tau_max count as tied.
+_TIE_ULPS = 64
+
+
 @rule.aggregator("caf", display="CAF", rows=True)
 def caf(rows: Rows, *, f: int) -> jax.Array:
   """Covariance-bound agnostic filter.
@@ -503,20 +507,23 @@ def caf(rows: Rows, *, f: int) -> jax.Array:
     sq = jnp.sqrt(c)
     lam_all, u_all = jnp.linalg.eigh(sq[:, None] * g * sq[None, :] / total)
     lam, u = lam_all[-1], u_all[:, -1]
-    proj = g @ (sq * u)
-    tau = jnp.square(proj) / jnp.maximum(total * lam, jnp.finfo(dist.dtype).tiny)
-    masked_tau = jnp.where(c > 0, tau, -1.0)
-    top = jnp.argmax(masked_tau)
-    tau_max = jnp.maximum(masked_tau[top], 0.0)
+    # tau_i / tau_max = (proj_i / max |proj|)^2: the ratio of the squares
+    # without squaring (proj is on the squared-distance scale, so its square
+    # overflows float32 once f rows hold values around 1e10).
+    proj = jnp.abs(g @ (sq * u))
+    top = jnp.argmax(jnp.where(c > 0, proj, -1.0))
+    proj_max = jnp.where(c[top] > 0, proj[top], 0.0)
     better = active & (lam < best_lam)
     best_c = jnp.where(better, c, best_c)
     best_lam = jnp.where(better, lam, best_lam)
-    shrink = jnp.where(tau_max > 0, tau / jnp.where(tau_max > 0, tau_max, 1.0), 0.0)
-    # The row attaining tau_max is removed exactly (1 - tau/tau_max may round
-    # to a tiny positive number under XLA's reassociation).
-    new_c = jnp.maximum(c * (1.0 - shrink), 0.0).at[top].set(0.0)
+    shrink = jnp.square(proj / jnp.where(proj_max > 0, proj_max, 1.0))
+    # Rows tied with the maximum are removed exactly: the compiled loop may
+    # round their ratio to 1 - 1e-16 (float64), and a weight of 1e-16 would
+    # keep them active and let them set tau_max in the next steps.
+    tied = shrink >= 1.0 - _TIE_ULPS * jnp.finfo(dist.dtype).eps
+    new_c = jnp.where(tied, 0.0, jnp.maximum(c * (1.0 - shrink), 0.0)).at[top].set(0.0)
     # Stop when inactive, or when the covariance is already zero.
-    c = jnp.where(active & (tau_max > 0), new_c, c)
+    c = jnp.where(active & (proj_max > 0), new_c, c)
     return c, best_c, best_lam
 
   inf = jnp.asarray(jnp.inf, dist.dtype)
@@ -562,7 +569,32 @@ def _gm_start(rows: Rows, init: str):
   return z, K.row_sq_distances(y, z.astype(cdt))
 
 
+def _sq_distances_to_combination(dist: jax.Array, a: jax.Array) -> jax.Array:
+  """||z - x_i||^2 for z = sum_j a_j x_j (sum a = 1), from the squared
+  distances D alone, measured from the row k of largest weight.
+
+  With b = a - e_k (b_k = -sum_{j != k} a_j, summed from the small weights,
+  not 1 - a_k, which loses them when z is near x_k):
+  ||z - x_i||^2 = (D b)_i - (D b)_k + D_ik - 1/2 b^T D b. The plain
+  form (D a)_i - 1/2 a^T D a cancels two terms of the size of D when z nears a
+  row, and in float32 then pins z to that row (GM's iterates stall at a
+  duplicated or zero row that a Weiszfeld loop over the data leaves).
+  """
+  k = jnp.argmax(a)
+  # Rows equal to x_k (D_ik = 0: duplicates, e.g. zero rows) are x_k: their
+  # weight joins x_k's, so that b stays small when z is near them all.
+  others = jnp.where(dist[:, k] == 0, 0.0, a)
+  b = others.at[k].set(-jnp.sum(others))
+  db = dist @ b
+  return db - db[k] + dist[:, k] - 0.5 * (b @ db)
+
+
 def _converged(prev: jax.Array, objective: jax.Array, tolerance: float):
+  """Whether to stop after a step that took the objective from prev to
+  objective; never with tolerance 0 (a float32 objective may stall or rise by
+  rounding while the iterates still move)."""
+  if tolerance == 0:
+    return jnp.asarray(False)
   return prev - objective <= tolerance * objective
 
 
@@ -625,8 +657,7 @@ def geometric_median(rows: Rows, *, f: int, nu: float = 1e-6,
 
   def body(carry):
     t, a, obj, _ = carry
-    r = dist @ a
-    sq = r - 0.5 * (a @ r)
+    sq = _sq_distances_to_combination(dist, a)
     a_new, obj_new = _weiszfeld_weights(sq, bad, nu)
     stop = _converged(obj, obj_new, tolerance)
     return t + 1, jnp.where(stop, a, a_new), obj_new, stop

@@ -112,7 +112,7 @@ def geometric_median(x, f, nu=1e-6, iterations=100, tolerance=1e-6,
   prev = objective(z)
   for t in range(iterations):
     dist = np.linalg.norm(x - z, axis=1)
-    if t > 0:
+    if t > 0 and tolerance > 0:  # tolerance 0: all the iterations
       now = dist.sum()
       if prev - now <= tolerance * now:
         break

@@ -362,6 +362,81 @@ def test_non_finite_rows(name, kind, dtype):
   assert np.linalg.norm(out - honest.mean(0)) <= 3 * spread + 0.05
 
 
+@pytest.mark.parametrize("scale", [1e10, 1e14, 1e18])
+@pytest.mark.parametrize("name", ROBUST + ["nnm+trimmed_mean", "nnm+krum", "arc+cge",
+                                           "bucketing+median", "nnm+caf",
+                                           "nnm+geometric_median"])
+def test_huge_finite_rows(name, scale):
+  """f distinct rows of huge finite values (their squared distances still fit
+  float32 up to about 1e18): no Gram or squared-distance quantity may
+  overflow and switch the rule off (CAF used to return the plain mean)."""
+  n, f = (15, 3) if "bulyan" in name else (13, 4)
+  honest = 1.0 + 0.1 * data(n - f, 5, 21)
+  byz = scale * (1.0 + data(f, 5, 22))
+  x = np.concatenate([honest, byz]).astype(np.float32)
+  out = np.asarray(A.compose(name, f=f)(jnp.asarray(x), key=jax.random.key(0)), np.float64)
+  assert np.all(np.isfinite(out)), out
+  spread = np.max(np.linalg.norm(honest - honest.mean(0), axis=1))
+  if name == "dnc":
+    # DnC itself keeps a Byzantine row orthogonal to the top singular vector
+    # here (at any scale): float32 must give what float64 NumPy gives.
+    c = x.astype(np.float64) - x.astype(np.float64).mean(0)
+    scores = (c @ np.linalg.svd(c)[2][0]) ** 2
+    want = x.astype(np.float64)[np.argsort(scores)[:n - f]].mean(0)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4 * scale)
+    return
+  # Centered clipping moves each row's pull to at most tau = 100, by design.
+  slack = f * 100.0 / n if name == "centered_clipping" else 0.0
+  assert np.linalg.norm(out - honest.mean(0)) <= 3 * spread + 0.05 + slack, out
+
+
+def test_caf_huge_rows_match_the_reference():
+  """The float64 reference on rows at 1e10: CAF filters them as it does at 1."""
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((10, 5)).astype(np.float32)
+  x[-3:] = 1e10 * (1 + rng.standard_normal((3, 5)))
+  np.testing.assert_allclose(np.asarray(A.caf(jnp.asarray(x), f=3)),
+                             ref.caf(x.astype(np.float64), 3), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_caf_removes_every_row_tied_at_tau_max(dtype):
+  """Three rows tied at tau_max are all removed at once, as the paper's
+  procedure (and the float64 reference) does; a compiled loop used to keep
+  two of them with weights of 1e-16, which then set tau_max again."""
+  x = np.array([2, -1, -1, 2, 2, -1, 0, -1, -2], np.float64)[:, None]
+  assert ref.caf(x, 3)[0] == -0.75
+  with jax.enable_x64(dtype == jnp.float64):
+    out = jax.jit(lambda v: A.caf(v, f=3))(jnp.asarray(x, dtype))
+    np.testing.assert_allclose(np.asarray(out, np.float64), [-0.75], rtol=1e-6)
+
+
+def _weiszfeld_float32(x, iterations, nu):
+  """A plain float32 Weiszfeld loop over the data from zero, every iteration."""
+  z = np.zeros(x.shape[1], np.float32)
+  for _ in range(iterations):
+    w = 1 / np.maximum(np.sqrt(((x - z) ** 2).sum(1)), np.float32(nu))
+    z = ((w[:, None] * x).sum(0) / w.sum()).astype(np.float32)
+  return z
+
+
+@pytest.mark.parametrize("iterations", [3, 100])
+def test_geometric_median_tolerance_zero_runs_every_iteration(iterations):
+  """tolerance=0 runs all the iterations even where the float32 objective
+  rounds up after a step (a d = 1 input with zero rows, started at zero, the
+  iterates first pinned near a zero row), and the distance-space loop leaves a
+  zero row as the loop over the data does."""
+  rng = np.random.default_rng(183)
+  x = rng.standard_normal((9, 1)).astype(np.float32) * 3
+  x[rng.random(9) < 0.3] = 0
+  got = np.asarray(A.geometric_median(jnp.asarray(x), f=2, init="zero", nu=1e-6,
+                                      tolerance=0.0, iterations=iterations))
+  np.testing.assert_allclose(got, _weiszfeld_float32(x, iterations, 1e-6),
+                             atol=1e-5 * np.abs(x).max())
+  if iterations == 100:  # converged to the median of the 9 values
+    np.testing.assert_allclose(got, np.median(x, 0), rtol=1e-5)
+
+
 def test_mean_propagates_non_finite():
   x = np.ones((5, 3), np.float32)
   x[-1] = np.inf
