@@ -44,8 +44,10 @@ class RunConfig:
     f: number of Byzantine workers (the last f), 0 <= f < n/2.
     declared_f: the f the defence is built for (default: f).
     split: how the training set is split over the honest workers: "iid",
-      "dirichlet", "dirichlet_per_worker" (the authors' group's code: equal
-      per-worker draws, shards may overlap) or "extreme" (label-sorted).
+      "dirichlet" (byzjax's per-class split: unequal shards),
+      "dirichlet_per_worker" (the split Allouah et al. cite, Hsu et al.'s, as
+      the authors' group's code draws it: equal per-worker draws, shards may
+      overlap) or "extreme" (label-sorted).
     alpha: Dirichlet concentration (for the Dirichlet splits only; 0.1 is
       the paper's extreme heterogeneity).
     byzantine_data: also give each Byzantine worker a shard (the CGE paper's

@@ -20,11 +20,11 @@ attack: every method converges, NNM at D-SHB's rate (alpha = 10), Bucketing
 more slowly (especially with Krum).
 
 Settings (Table 3): the CIFAR-10 CNN, b = 50, gamma = 0.25 then 0.025 after
-step 1500, beta = 0.9, clipping 5, l2 1e-2; Bucketing with s = floor(17 / 4)
-= 4; Krum as in the authors' code (n - f nearest vectors, itself included).
-Not reproduced: the random horizontal flips of the training images
-(Appendix 14.2), which the training round does not implement. Where the
-paper is silent: evaluation every 50 steps.
+step 1500, beta = 0.9 (Table 3's 0.99 is Figure 28's), clipping 5, l2 1e-2;
+random horizontal flips of the training images (Appendix 14.2, ``hflip``);
+Bucketing with s = floor(17 / 4) = 4; Krum as in the authors' code (n - f
+nearest vectors, itself included). Where the paper is silent: evaluation
+every 50 steps.
 """
 
 from byzjax import experiments as ex

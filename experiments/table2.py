@@ -51,9 +51,13 @@ permutation, never the server's); label flipping sends the mean clipped
 flipped-label gradient, without momentum; Mimic learns its direction for
 100 steps. Kept from Table 3 where that code differs: the second
 convolution's 20 channels (the code's network has 50: ``model="lenet"``).
-Kept from byzjax: the disjoint per-class Dirichlet split (the code's
-per-worker draws: ``split="dirichlet_per_worker"``). The std is numpy's
-population std (ddof = 0).
+Kept from byzjax: its per-class Dirichlet split (``split="dirichlet"``:
+each class divided over the workers by Dir(alpha), disjoint shards of
+unequal size), which is NOT the split the paper cites: Hsu et al.'s
+per-worker class proportions with equal-size shards, which the authors'
+group's code draws as ``split="dirichlet_per_worker"``;
+``table2_offline_dirichlet_per_worker.py`` measures what the choice does.
+The std is numpy's population std (ddof = 0).
 """
 
 from byzjax import experiments as ex

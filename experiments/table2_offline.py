@@ -15,13 +15,18 @@ Command (from the repository root, where ../shared/datasets/mnist is):
 
 (``--data-dir DIR`` points elsewhere; ``--tiny`` / ``--steps 2`` for a quick
 check.) The grid resumes where it stopped if interrupted (rerun the same
-command). Results for seed 1, with the paper's numbers beside them, the
-stronger grid-search attacks (``table2_offline_grid_attacks.py``), an
-ablation of each protocol choice (``table2_offline_ablation.py``) and a
-comparison, are in ``experiments/results/table2_offline/``.
+command). Results for seeds 1-5, with the paper's numbers beside them and
+``claims.py`` checking the paper's claims, are in
+``experiments/results/table2_offline/``, beside the stronger grid-search
+attacks (``table2_offline_grid_attacks.py``), an ablation of each protocol
+choice (``table2_offline_ablation.py``) and the Dirichlet split the paper
+cites (``table2_offline_dirichlet_per_worker.py``).
 
-Expected: the paper's Table 2 (printed beside our numbers; see table2.py),
-with somewhat lower accuracies. Settings as in table2.py.
+Expected: the paper's ordering (NNM's worst case above Bucketing's and the
+vanilla rules' in every block). Measured over seeds 1-5: it holds in every
+block and on every seed; 38 of the 60 attack cells hold the paper's mean
+within our mean ± 2 sample std / sqrt(5), and the fault-free run is 0.7
+points below the paper's (97.34 against 98.03). Settings as in table2.py.
 """
 
 import os

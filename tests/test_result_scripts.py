@@ -106,28 +106,41 @@ def test_settled_max_loss_ignores_the_first_rounds():
 
 
 def test_faults_report_of_a_tiny_grid(tmp_path):
+  """CGE under eq. (7) (the sum) with both fault-free baselines, and the
+  mean-based ablation folder as the row "CGE (mean)"."""
   base = ex.cge_mnist(dataset="digits", model="logistic_regression",
                       steps=3, eval_every=1, batch_size=4)
-  grid = ex.Grid("faults_tiny", base,
-                 axes={"aggregator": ["cge", "trimmed_mean"],
-                       "attack": ["gradient_reverse", "coordinate_wise"]},
-                 seeds=(1,), baselines=[ex.CGE_FAULT_FREE])
-  out = str(tmp_path)
+  axes = {"aggregator": ["cge", "trimmed_mean"],
+          "attack": ["gradient_reverse", "coordinate_wise"]}
+  grid = ex.Grid("faults_tiny", base, axes=axes, seeds=(1,),
+                 baselines=[ex.CGE_FAULT_FREE, ex.CGE_FAULT_FREE_SUM],
+                 adjust=ex.cge_paper_rules)
+  mean = ex.Grid("faults_tiny_mean", base,
+                 axes={"aggregator": ["cge"], "attack": axes["attack"]}, seeds=(1,))
+  out, mean_out = str(tmp_path / "main"), str(tmp_path / "main" / "cge_mean")
   ex.run_grid(grid, out, progress=False)
-  results = ex.load_grid_results(out)
-  text = faults.report(out)
+  ex.run_grid(mean, mean_out, progress=False)
+  text = faults.report(out, mean_out)
   lines = text.splitlines()
   # Three tables, one row per filter each; the worst-case table one row more.
-  assert sum(l.startswith("| CGE |") for l in lines) == 4
-  assert sum(l.startswith("| CWTM |") for l in lines) == 4
-  assert sum(l.startswith("Fault-free") for l in lines) == 3
-  final = {(r.settings.get("aggregator"), r.settings.get("attack")): r.result
-           for r in results.records if r.kind == "grid"}
-  cge_row = next(l for l in lines if l.startswith("| CGE |"))
-  # One seed: the mean alone (ex.format_stat shows a std from two seeds on).
-  expected = [f"{100 * final[('cge', a)].test_accuracy[-1]:.2f}"
-              for a in ("gradient_reverse", "coordinate_wise")]
-  assert cge_row == "| CGE | " + " | ".join(expected) + " |"
+  for row in ("| CGE |", "| CGE (mean) |", "| CWTM |"):
+    assert sum(l.startswith(row) for l in lines) == 4, row
+  assert sum(l.startswith("fault-free (f = 0, mean): ") for l in lines) == 3
+  assert sum(l.startswith("fault-free (f = 0, sum, eq. 3): ") for l in lines) == 3
+
+  def accuracies(folder, agg):
+    final = {r.settings.get("attack"): r.result
+             for r in ex.load_grid_results(folder).records
+             if r.kind == "grid" and r.settings.get("aggregator") == "cge"}
+    assert {r.config.aggregator_args.get("cge", {}).get("reduction", "mean")
+            for r in final.values()} == {agg}
+    # One seed: the mean alone (ex.format_stat shows a std from two seeds on).
+    return [f"{100 * final[a].test_accuracy[-1]:.2f}" for a in axes["attack"]]
+
+  assert next(l for l in lines if l.startswith("| CGE |")) == (
+      "| CGE | " + " | ".join(accuracies(out, "sum")) + " |")
+  assert next(l for l in lines if l.startswith("| CGE (mean) |")) == (
+      "| CGE (mean) | " + " | ".join(accuracies(mean_out, "mean")) + " |")
 
 
 def test_late_accuracy_and_falls_of_worked_curves():
@@ -295,6 +308,11 @@ def test_table2_claims_hold_on_the_papers_own_table():
   assert claims.worst_case(means, "nnm+krum") == (70.07, "optimized_foe")
 
 
+def values_names(values):
+  """The aggregators of a {(aggregator, attack, seed): value} mapping."""
+  return sorted({n for n, _, _ in values})
+
+
 def test_table2_claims_report_of_synthetic_seeds(tmp_path, monkeypatch):
   """Two seeds at the paper's mean ± 1: every claim reads as the paper's, every
   cell within the band; then one cell breaks NNM's best worst case for Krum."""
@@ -322,7 +340,41 @@ def test_table2_claims_report_of_synthetic_seeds(tmp_path, monkeypatch):
   assert "60 of 60 attack cells; outside:" in text
   assert "| Krum | none | none |" in text
   assert "- NNM, paper: 70.07-79.04, lowest with Krum" in text
+  assert "- Bucketing, ours: 36.10-42.80, lowest with Krum" in text
   assert "fault-free (D-SHB (f = 0)): 97.50 ± 0.50 over 2 seed(s)" in text
+  # Bucketing's worst cases tie at 42.80 (FOE) for Krum, CWMed and CWTM once
+  # Krum's FOE and GM's ALIE move up: every rule of the tie is named.
+  tied = dict(values)
+  for s, d in ((1, 1.0), (2, -1.0)):
+    values[("bucketing+krum", "optimized_foe", s)] = 42.80 + d
+    values[("bucketing+geometric_median", "optimized_alie", s)] = 60.0 + d
+  text = claims.report(str(tmp_path))
+  assert "- Bucketing, ours: 42.80-44.73, lowest with Krum, CWMed and CWTM" in text
+  values.clear()
+  values.update(tied)
+  # The grid-search attacks' folder: NNM + CWMed falls to 20 under the grid
+  # FOE on seed 2 alone (mean 50.5), Bucketing + CWMed to 30 on both: the
+  # CWMed block holds on the means and on seed 1, not on seed 2.
+  (tmp_path / "grid_attacks").mkdir()
+  (tmp_path / "grid_attacks" / ex.GRID_FILE).write_text("{}")
+  strong = {(n, "optimized_foe_grid", s): 90.0 for n in values_names(values) for s in (1, 2)}
+  strong.update({("nnm+median", "optimized_foe_grid", 1): 81.0,
+                 ("nnm+median", "optimized_foe_grid", 2): 20.0,
+                 ("bucketing+median", "optimized_foe_grid", 1): 30.0,
+                 ("bucketing+median", "optimized_foe_grid", 2): 30.0})
+
+  def load(main, seeds=None):
+    if os.path.basename(main) != "grid_attacks":
+      return records()
+    return types.SimpleNamespace(records=[types.SimpleNamespace(
+        kind="grid", seed=s, settings={"aggregator": n, "attack": a},
+        result=types.SimpleNamespace(max_accuracy=v / 100.0))
+        for (n, a, s), v in strong.items()])
+
+  monkeypatch.setattr(claims.ex, "load_grid_results", load)
+  text = claims.report(str(tmp_path))
+  assert "FOE (grid) (`grid_attacks/`" in text
+  assert "| CWMed | 50.50 (FOE (grid)) | 30.00 (FOE (grid)) | 19.48 (FOE) | yes | 1 of 2 (1) |" in text
   # Seed 2's NNM + Krum vs FOE falls to 1.01: below Bucketing's 36.10 on the
   # mean (36.04) and below vanilla Krum's 9.19 on seed 2 alone.
   values[("nnm+krum", "optimized_foe", 2)] = 1.01
@@ -380,3 +432,12 @@ def test_ablation_pairs_a_reversal_with_the_protocols_runs_of_its_seeds(
   lines = ablation.report(str(main), None, str(abl), seeds=[1, 3]).splitlines()
   assert lines[every + 6] == ("| NNM + Krum | 75.00 / 37.50 (-37.50) | "
                               "75.00 / 37.50 (-37.50) |")
+  # A v1 folder holding seed 1 at 50%: worst cases of seed 1 side by side,
+  # with the paper's worst NNM + Krum cell (FOE, 70.07 ± 4.39).
+  v1 = tmp_path / "v1"
+  v1.mkdir()
+  (v1 / ex.GRID_FILE).write_text("{}")
+  folders[str(v1)] = [record(1, 50.0)]
+  text = ablation.report(str(main), None, str(abl), str(v1))
+  assert "### The first protocol (v1) beside this one, worst cases, seed(s) 1" in text
+  assert "| NNM + Krum | 80.00 (ALIE) | 50.00 (ALIE) | 70.07 ± 4.39 |" in text

@@ -18,10 +18,14 @@ each from the runs of ``experiments/cge_faults.py`` (nothing is trained):
   shows as a maximum far above it.
 
   python experiments/results/cge_faults/faults.py \
-      [--main DIR] [--seeds S [S ...]] [--out FILE]
+      [--main DIR] [--mean DIR] [--seeds S [S ...]] [--out FILE]
 
---seeds: only these of the grid's seeds (e.g. the complete ones while another
-is being trained). Defaults: every seed, this folder, and faults.md in it.
+CGE runs the paper's eq. (7) step (the sum of the kept gradients) in
+``cge_faults.py``; the row "CGE (mean)" is ``cge_faults_mean.py``'s ablation
+(CGE averaging them, byzjax's default), read from ``--mean`` (default
+``cge_mean/``). --seeds: only these of the grid's seeds (e.g. the complete
+ones while another is being trained). Defaults: every seed, this folder, and
+faults.md in it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DIVE = 0.10  # a dive: an evaluation this far (accuracy) below the best before it
 SETTLED = 100  # rounds after which the loss maximum is read
 FAULT_FREE = "fault-free"
+MEAN = ":mean"  # the suffix of cge_faults_mean.py's filters (CGE averaging)
 ALGORITHMS = {"dsgd": "D-SGD", "dshb": "D-SHB", "dgd": "D-GD"}
 
 
@@ -54,38 +59,47 @@ def dives(result) -> Tuple[float, int]:
 
 
 def settled_max_loss(result, after: int = SETTLED) -> float:
-  """The largest per-round training loss after round ``after`` (NaN if none)."""
+  """The largest per-round training loss after round ``after``; NaN if none,
+  or if the loss was NaN in every round after it (a diverged run)."""
   loss = np.asarray(result.loss, np.float64)[after:]
-  return float(np.nanmax(loss)) if loss.size else float("nan")
+  return float(np.nanmax(loss)) if np.any(~np.isnan(loss)) else float("nan")
 
 
-def _cells(records) -> Dict[Tuple[str, str], List]:
-  """(filter, fault) -> the seeds' results; the fault-free baseline under
-  (FAULT_FREE, FAULT_FREE)."""
+def _cells(records, suffix: str = "") -> Dict[Tuple[str, str], List]:
+  """(filter + suffix, fault) -> the seeds' results; each fault-free baseline
+  under (FAULT_FREE, its label)."""
   cells: Dict[Tuple[str, str], Dict[int, object]] = {}
   for r in records:
     if r.kind == "baseline":
-      key = (FAULT_FREE, FAULT_FREE)
+      key = (FAULT_FREE, r.label)
     else:
-      key = (r.settings["aggregator"], r.settings["attack"])
+      key = (r.settings["aggregator"] + suffix, r.settings["attack"])
     cells.setdefault(key, {}).setdefault(r.seed, r.result)
   return {k: [v[s] for s in sorted(v)] for k, v in cells.items()}
 
 
-def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
-  """The fault-type tables as Markdown (see the module docstring)."""
+def report(main: str, mean: Optional[str] = None,
+           seeds: Optional[Sequence[int]] = None) -> str:
+  """The fault-type tables as Markdown (see the module docstring); ``mean``:
+  the folder of ``cge_faults_mean.py`` (CGE averaging its kept gradients),
+  shown as the row "CGE (mean)" when it holds results."""
   if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
     raise SystemExit(f"no cge_faults results in {main}")
   results = ex.load_grid_results(main, seeds=seeds)
   cells = _cells(results.records)
-  filters = [a for a in ex.CGE_FILTERS if any(k[0] == a for k in cells)]
+  if mean and os.path.isfile(os.path.join(mean, ex.GRID_FILE)):
+    cells.update(_cells(ex.load_grid_results(mean, seeds=seeds).records, MEAN))
+  order = [a for f in ex.CGE_FILTERS for a in (f, f + MEAN)]
+  filters = [a for a in order if any(k[0] == a for k in cells)]
   faults = [a for a in ex.CGE_FAULTS if any(k[1] == a for k in cells)]
   if not filters:
     raise SystemExit(f"{main}: no run of a CGE filter is saved yet")
   seeds = sorted({r.seed for r in results.records})
-  agg = lambda a: ex.display("aggregator", a)
+  agg = lambda a: (ex.display("aggregator", a.removesuffix(MEAN))
+                   + (" (mean)" if a.endswith(MEAN) else ""))
   att = lambda a: ex.display("attack", a)
-  base = cells.get((FAULT_FREE, FAULT_FREE))
+  bases = [(label, res) for (kind, label), res in cells.items()
+           if kind == FAULT_FREE]
 
   def table(title, fmt, note=""):
     out = ["", f"## {title}", ""] + ([note, ""] if note else [])
@@ -119,8 +133,7 @@ def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
                           for r in cells[(a, f)]]) for f in done}
       worst = min(done, key=mean.get)
       out.append(f"| {agg(a)} | {100 * mean[worst]:.2f} ({att(worst)}) |")
-  if base:
-    out += ["", f"Fault-free (f = 0, averaging): {final(base)}"]
+  out += [""] + [f"{label}: {final(res)}  " for label, res in bases]
 
   def dive(res):
     d = [dives(r) for r in res]
@@ -132,23 +145,22 @@ def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
                "before them", dive,
                f"Mean over the seeds; evaluations every {config.eval_every} "
                "rounds.")
-  if base:
-    out += ["", f"Fault-free: {dive(base)}"]
+  out += [""] + [f"{label}: {dive(res)}  " for label, res in bases]
 
   def loss(res):
     return f"{np.mean([settled_max_loss(r) for r in res]):.3f}"
 
   out += table(f"Largest training loss after round {SETTLED}", loss,
                "The honest agents' mean minibatch loss, mean over the seeds "
-               "of each run's maximum.")
-  if base:
-    out += ["", f"Fault-free: {loss(base)}"]
+               "of each run's maximum (nan: a seed's loss was NaN from round "
+               f"{SETTLED} on, i.e. it diverged).")
+  out += [""] + [f"{label}: {loss(res)}  " for label, res in bases]
   return "\n".join(out) + "\n"
 
 
 def main(argv=None) -> int:
   return ex.report_main(report, __doc__, os.path.join(HERE, "faults.md"),
-                        argv, main=HERE)
+                        argv, main=HERE, mean=os.path.join(HERE, "cge_mean"))
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ Each table: maximum test accuracy (%) of seed-by-seed means, protocol /
 reverted, and the difference; worst cases over the attacks present.
 
   python experiments/results/table2_offline/ablation.py \
-      [--main DIR] [--grid-attacks DIR] [--ablation DIR] [--seeds S [S ...]] \
-      [--out FILE]
+      [--main DIR] [--grid-attacks DIR] [--ablation DIR] [--v1 DIR] \
+      [--seeds S [S ...]] [--out FILE]
 
 --seeds: only these of the main grid's seeds. Defaults: every seed, this
-folder, and its ``grid_attacks/`` and ``ablation/`` subfolders; missing
-folders are skipped and said so.
+folder, its ``grid_attacks/`` and ``ablation/`` subfolders and
+``../table2_offline_v1`` (the first protocol, set beside this one's worst
+cases); missing folders are skipped and said so.
 """
 
 from __future__ import annotations
@@ -110,8 +111,41 @@ def _load(folder: Optional[str], what: str, missing: List[str],
   return ex.load_grid_results(folder, seeds=seeds)
 
 
+def _v1_table(base, v1) -> str:
+  """Worst cases of each method on the seeds both folders hold: this protocol
+  beside the first one (``table2_offline_v1``) and the paper's."""
+  from byzjax import paper_results  # pylint: disable=g-import-not-at-top
+  paper = paper_results.get("fixing_by_mixing_table2")
+  common = sorted({r.seed for r in v1.records} & {r.seed for r in base.records})
+  best = lambda r: ex.metric_value(r, "max_accuracy")
+
+  def worst(records):
+    cells = {(k[0], k[1]): v[0] for k, v in _means(records, best, set(common)).items()}
+    out = {}
+    for (row, col), v in cells.items():
+      if row not in out or v < out[row][0]:
+        out[row] = (v, col)
+    return out
+
+  now, first = worst(base.records), worst(v1.records)
+  lines = [f"### The first protocol (v1) beside this one, worst cases, seed(s) "
+           f"{', '.join(map(str, common))}", "",
+           "v1: the grid-search ALIE / FOE knowing the server's permutation, LF "
+           "through the worker momentum, evaluation every 50 rounds "
+           "(`../table2_offline_v1/`).", "",
+           "| rule | now (attack) | v1 (attack) | paper (5 seeds) |",
+           "| :-- | --: | --: | --: |"]
+  for row in (r for r in paper.cells if r in now and r in first):
+    cell = lambda w: f"{w[0]:.2f} ({ex.display('attack', w[1])})"
+    low = min(paper.cells[row], key=lambda a: paper.cells[row][a].mean)
+    p = paper.cells[row][low]
+    lines.append(f"| {ex.display('aggregator', row)} | {cell(now[row])} | "
+                 f"{cell(first[row])} | {p.mean:.2f} ± {p.std:.2f} |")
+  return "\n".join(lines) + "\n"
+
+
 def report(main: str, grid_attacks: Optional[str], ablation: Optional[str],
-           seeds: Optional[Sequence[int]] = None) -> str:
+           v1: Optional[str] = None, seeds: Optional[Sequence[int]] = None) -> str:
   """The ablation tables as Markdown (see the module docstring; ``seeds``:
   only these seeds of ``main``, and the reversals beside them seed by
   seed)."""
@@ -167,6 +201,9 @@ def report(main: str, grid_attacks: Optional[str], ablation: Optional[str],
       reverted = {(k[0], k[1]): v[0] for k, v in means.items() if k[2] == args}
       cols = list(dict.fromkeys(c for _, c in reverted))
       out.append(_table(title, rows, cols, paired(abl), reverted, note))
+  first = _load(v1, "table2_offline_v1", missing)
+  if first is not None:
+    out.append(_v1_table(base, first))
   if missing:
     out.append("Not yet available: " + "; ".join(missing) + ".")
   return "\n".join(out)
@@ -176,7 +213,8 @@ def main(argv=None) -> int:
   return ex.report_main(report, __doc__, os.path.join(HERE, "ablation.md"),
                         argv, main=HERE,
                         grid_attacks=os.path.join(HERE, "grid_attacks"),
-                        ablation=os.path.join(HERE, "ablation"))
+                        ablation=os.path.join(HERE, "ablation"),
+                        v1=os.path.join(HERE, os.pardir, "table2_offline_v1"))
 
 
 if __name__ == "__main__":
