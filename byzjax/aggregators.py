@@ -569,24 +569,35 @@ def _gm_start(rows: Rows, init: str):
   return z, K.row_sq_distances(y, z.astype(cdt))
 
 
+# GM's distance-space loop: a distance this many ulps of the data's scale or
+# less has lost its digits in the plain form.
+_NEAR_ULPS = 1024
+
+
 def _sq_distances_to_combination(dist: jax.Array, a: jax.Array) -> jax.Array:
   """||z - x_i||^2 for z = sum_j a_j x_j (sum a = 1), from the squared
-  distances D alone, measured from the row k of largest weight.
+  distances D alone.
 
-  With b = a - e_k (b_k = -sum_{j != k} a_j, summed from the small weights,
-  not 1 - a_k, which loses them when z is near x_k):
-  ||z - x_i||^2 = (D b)_i - (D b)_k + D_ik - 1/2 b^T D b. The plain
-  form (D a)_i - 1/2 a^T D a cancels two terms of the size of D when z nears a
-  row, and in float32 then pins z to that row (GM's iterates stall at a
-  duplicated or zero row that a Weiszfeld loop over the data leaves).
+  The plain form (D a)_i - 1/2 a^T D a cancels two terms of the size of D
+  when z nears a row, and in float32 then pins z to that row (GM's iterates
+  stall at a duplicated or zero row that a Weiszfeld loop over the data
+  leaves). Where its smallest distance is within its rounding error
+  (_NEAR_ULPS ulps of max |D a|), the distances are measured from the row k
+  of largest weight instead: with b = a - e_k (b_k = -sum_{j != k} a_j,
+  summed from the small weights, not 1 - a_k, which loses them; rows equal to
+  x_k join it), ||z - x_i||^2 = (D b)_i - (D b)_k + D_ik - 1/2 b^T D b. Away
+  from the rows the plain form is kept, so earlier results are unchanged.
   """
+  r = dist @ a
+  plain = r - 0.5 * (a @ r)
+  near = jnp.min(plain) <= _NEAR_ULPS * jnp.finfo(dist.dtype).eps * jnp.max(jnp.abs(r))
   k = jnp.argmax(a)
   # Rows equal to x_k (D_ik = 0: duplicates, e.g. zero rows) are x_k: their
   # weight joins x_k's, so that b stays small when z is near them all.
   others = jnp.where(dist[:, k] == 0, 0.0, a)
   b = others.at[k].set(-jnp.sum(others))
   db = dist @ b
-  return db - db[k] + dist[:, k] - 0.5 * (b @ db)
+  return jnp.where(near, db - db[k] + dist[:, k] - 0.5 * (b @ db), plain)
 
 
 def _converged(prev: jax.Array, objective: jax.Array, tolerance: float):
