@@ -4,6 +4,7 @@ worked examples, and their reports on a tiny grid trained here."""
 
 import importlib.util
 import os
+import shutil
 import types
 
 import numpy as np
@@ -191,6 +192,14 @@ def test_fraction_report_of_a_tiny_grid(tmp_path, monkeypatch):
   assert any(l.startswith("- Claim 1, the late accuracy at f = 1 minus at f = 2 "
                           f"over the 2 (filter, k, fault) series: "
                           f"{fraction.signs(drop)} ") for l in lines)
+  # The same runs as the mean ablation's folder: every "CGE (mean)" row is
+  # the "CGE" row, the baseline lines once each per table and k.
+  shutil.copytree(out, tmp_path / "mean")
+  both = fraction.report(out, str(tmp_path / "mean")).splitlines()
+  cge = [l for l in both if l.startswith("| CGE | ")]
+  assert cge and cge == [l.replace("| CGE (mean) | ", "| CGE | ")
+                         for l in both if l.startswith("| CGE (mean) | ")]
+  assert sum(l.startswith("fault-free (f = 0, mean), k = 4: ") for l in both) == 2
   # Two seeds: mean ± population std of the final accuracy.
   final = 100 * np.array([r.test_accuracy[-1] for r in runs[(1, 4)]])
   assert any(l.startswith(f"| CGE | 1 | {final.mean():.2f} ± {final.std():.2f} |")
@@ -216,7 +225,8 @@ def test_fraction_report_of_a_tiny_grid(tmp_path, monkeypatch):
                                                     "fraction_cge_k8.png"]
   # --seeds 1: the report and the figures of seed 1 alone.
   md = tmp_path / "fraction.md"
-  assert fraction.main(["--main", out, "--seeds", "1", "--out", str(md)]) == 0
+  assert fraction.main(["--main", out, "--mean", "", "--seeds", "1", "--out",
+                        str(md)]) == 0
   lines = md.read_text(encoding="utf-8").splitlines()
   final = 100 * runs[(1, 4)][0].test_accuracy[-1]
   assert any(l.startswith(f"| CGE | 1 | {final:.2f} |") for l in lines)

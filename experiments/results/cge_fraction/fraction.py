@@ -26,8 +26,11 @@ which a single dive of an erratic curve moves less. Claims 1 and 2 are
 counted on the late accuracy's mean over the seeds.
 
   python experiments/results/cge_fraction/fraction.py \
-      [--main DIR] [--seeds S [S ...]] [--out FILE]
+      [--main DIR] [--mean DIR] [--seeds S [S ...]] [--out FILE]
 
+CGE takes the paper's eq. (7) step (the sum of the kept gradients) in
+``cge_fraction.py``; the filter "CGE (mean)" is ``cge_fraction_mean.py``'s
+ablation (CGE averaging them), read from ``--mean`` (default ``cge_mean/``).
 --seeds: only these of the grid's seeds (e.g. the complete ones while another
 is being trained). Defaults: every seed, this folder, and fraction.md in it.
 Also draws the paper's Figures 8-11 (``figures``) into DIR/plots.
@@ -59,7 +62,8 @@ def _faults_script():
 settled_max_loss = _faults_script().settled_max_loss
 LATE = 200  # late accuracy: the mean of the evaluations at rounds >= T - LATE
 SETTLED = 100  # rounds after which the loss maximum is read (faults.py's)
-FILTERS = ("multi_krum", "cge")
+MEAN = "_mean"  # the suffix of cge_fraction_mean.py's filters (CGE averaging)
+FILTERS = ("multi_krum", "cge", "cge" + MEAN)
 TIE = 0.0005  # differences of late accuracy within 0.05 points count as equal
 SPIKE_FAULT = "coordinate_wise"
 FAULT_FREE = "fault-free"
@@ -75,16 +79,22 @@ def late_accuracy(result, late: int = LATE) -> float:
   return float(acc[steps >= steps[-1] - late].mean())
 
 
-def cells_of(records) -> Dict[Key, List]:
-  """(filter, f, k, fault) -> the seeds' results; the fault-free baseline of
-  batch size k under (FAULT_FREE, 0, k, FAULT_FREE)."""
+# The fault-free baselines: averaging the n gradients, and summing them (the
+# paper's eq. (3), at the step size of eq. (7)).
+AVERAGING, SUM = ex.CGE_FAULT_FREE.label, ex.CGE_FAULT_FREE_SUM.label
+
+
+def cells_of(records, suffix: str = "") -> Dict[Key, List]:
+  """(filter + suffix, f, k, fault) -> the seeds' results; the fault-free
+  baseline labelled L of batch size k under (FAULT_FREE, 0, k, L)."""
   cells: Dict[Key, Dict[int, object]] = {}
   for r in records:
     s = r.settings
     if r.kind == "baseline":
-      key = (FAULT_FREE, 0, int(s["batch_size"]), FAULT_FREE)
+      key = (FAULT_FREE, 0, int(s["batch_size"]), r.label)
     else:
-      key = (s["aggregator"], int(s["f"]), int(s["batch_size"]), s["attack"])
+      key = (s["aggregator"] + suffix, int(s["f"]), int(s["batch_size"]),
+             s["attack"])
     cells.setdefault(key, {}).setdefault(r.seed, r.result)
   return {k: [v[s] for s in sorted(v)] for k, v in cells.items()}
 
@@ -106,13 +116,33 @@ def falls(means: Sequence[float]) -> int:
   return int(np.sum(m[1:] < m[:-1]))
 
 
-def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
-  """The fraction and batch-size tables and claims as Markdown (``seeds``:
-  only these of the grid's seeds; default all)."""
-  if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
-    raise SystemExit(f"no cge_fraction results in {main}")
+def load_cells(main: str, mean: Optional[str] = None,
+               seeds: Optional[Sequence[int]] = None):
+  """(the main grid's results, the cells of both folders): ``mean``, the
+  folder of ``cge_fraction_mean.py``, adds the filter "cge_mean" when it
+  holds results."""
   results = ex.load_grid_results(main, seeds=seeds)
   cells = cells_of(results.records)
+  if mean and os.path.isfile(os.path.join(mean, ex.GRID_FILE)):
+    cells.update(cells_of(ex.load_grid_results(mean, seeds=seeds).records, MEAN))
+  return results, cells
+
+
+def display(a: str) -> str:
+  """A filter's name in the tables: "CGE (mean)" for the ablation's CGE."""
+  if a.endswith(MEAN):
+    return ex.display("aggregator", a.removesuffix(MEAN)) + " (mean)"
+  return ex.display("aggregator", a)
+
+
+def report(main: str, mean: Optional[str] = None,
+           seeds: Optional[Sequence[int]] = None) -> str:
+  """The fraction and batch-size tables and claims as Markdown (``mean``:
+  the ablation's folder, see ``load_cells``; ``seeds``: only these of the
+  grid's seeds; default all)."""
+  if not os.path.isfile(os.path.join(main, ex.GRID_FILE)):
+    raise SystemExit(f"no cge_fraction results in {main}")
+  results, cells = load_cells(main, mean, seeds)
   grid_keys = [k for k in cells if k[0] != FAULT_FREE]
   if not grid_keys:
     raise SystemExit(f"{main}: no run of a filter is saved yet")
@@ -121,7 +151,7 @@ def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
   ks = sorted({k[2] for k in grid_keys})
   faults = [a for a in ex.CGE_FAULTS if any(k[3] == a for k in grid_keys)]
   seeds = sorted({r.seed for r in results.records})
-  agg = lambda a: ex.display("aggregator", a)
+  agg = display
   att = lambda a: ex.display("attack", a)
   config = next(r for r in results.records if r.kind == "grid").result.config
   late = lambda r: late_accuracy(r, LATE)
@@ -164,10 +194,10 @@ def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
                         if worst else "-")
           out.append(f"| {agg(a)} | {f} | " + " | ".join(row)
                      + f" | {worst_text} |")
-      base = cells.get((FAULT_FREE, 0, k, FAULT_FREE))
-      if base:
-        out += ["", f"Fault-free (f = 0, averaging), k = {k}: "
-                f"{stat(base, measure)}"]
+      bases = [(label, cells.get((FAULT_FREE, 0, k, label)))
+               for label in (AVERAGING, SUM)]
+      out += [""] + [f"{label}, k = {k}: {stat(base, measure)}  "
+                     for label, base in bases if base]
 
   # Claim 1: deterioration with f.
   series = []
@@ -213,7 +243,9 @@ def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
   out += ["", f"## Claim 3: largest training loss after round {SETTLED}, "
           f"{att(SPIKE_FAULT)} faults", "",
           "The honest agents' mean minibatch loss; mean over the seeds of each "
-          "run's maximum; the fault-free run's at the same k in the last row.",
+          "run's maximum (nan: a seed's loss was NaN from round "
+          f"{SETTLED} on, i.e. it diverged); the fault-free runs' at the same "
+          "k in the last rows.",
           "", "| filter | " + " | ".join(f"f = {f}, k = {k}" for f in fs
                                          for k in ks) + " |",
           "| :-- | " + " | ".join("--:" for _ in fs for _ in ks) + " |"]
@@ -223,10 +255,13 @@ def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
   for a in filters:
     out.append(f"| {agg(a)} | " + " | ".join(fmt(spike(a, f, k)) for f in fs
                                              for k in ks) + " |")
-  free = {k: _mean(cells.get((FAULT_FREE, 0, k, FAULT_FREE)), max_loss)
+  free = {k: _mean(cells.get((FAULT_FREE, 0, k, AVERAGING)), max_loss)
           for k in ks}
-  out.append("| fault-free | " + " | ".join(fmt(free[k]) for _ in fs
-                                            for k in ks) + " |")
+  for label in (AVERAGING, SUM):
+    if any(cells.get((FAULT_FREE, 0, k, label)) for k in ks):
+      out.append(f"| {label} | " + " | ".join(
+          fmt(_mean(cells.get((FAULT_FREE, 0, k, label)), max_loss))
+          for _ in fs for k in ks) + " |")
 
   # The claims, counted.
   out += ["", "## The claims, counted", ""]
@@ -239,6 +274,8 @@ def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
                "f -> f + 1.")
     for a in filters:
       mine = [d for b, _, _, d, _ in series if b == a]
+      if not mine:
+        continue
       out.append(f"  - {agg(a)}: {signs(mine)}; from {100 * min(mine):+.1f} "
                  f"to {100 * max(mine):+.1f} points.")
   if gains:
@@ -253,22 +290,26 @@ def report(main: str, seeds: Optional[Sequence[int]] = None) -> str:
         if mine:
           out.append(f"  - {agg(a)}, f = {f}: {signs(mine)} (mean "
                      f"{100 * np.mean(mine):+.1f} points).")
-  if len(ks) >= 2 and "cge" in filters:
-    pairs = [(f, spike("cge", f, ks[0]), spike("cge", f, ks[-1])) for f in fs]
+  for cge in (a for a in filters if a.startswith("cge")):
+    if len(ks) < 2:
+      break
+    pairs = [(f, spike(cge, f, ks[0]), spike(cge, f, ks[-1])) for f in fs]
     pairs = [p for p in pairs if np.isfinite(p[1]) and np.isfinite(p[2])]
     if pairs:
       lower = sum(b < a for _, a, b in pairs)
       text = ", ".join(f"f = {f}: {a:.2f} -> {b:.2f}" for f, a, b in pairs)
-      out.append(f"- Claim 3: CGE's largest loss after round {SETTLED} under "
-                 f"{att(SPIKE_FAULT)} faults is lower at k = {ks[-1]} than at "
-                 f"k = {ks[0]} for {lower} of {len(pairs)} values of f ({text};"
-                 f" fault-free {fmt(free[ks[0]])} -> {fmt(free[ks[-1]])}).")
+      out.append(f"- Claim 3: {agg(cge)}'s largest loss after round {SETTLED} "
+                 f"under {att(SPIKE_FAULT)} faults is lower at k = {ks[-1]} "
+                 f"than at k = {ks[0]} for {lower} of {len(pairs)} values of f "
+                 f"({text}; fault-free averaging {fmt(free[ks[0]])} -> "
+                 f"{fmt(free[ks[-1]])}).")
   return "\n".join(out) + "\n"
 
 
 # The paper's figure for each (filter, batch size): Figures 8-11.
 PAPER_FIGURES = {("cge", 16): 8, ("multi_krum", 16): 9, ("cge", 64): 10,
-                 ("multi_krum", 64): 11}
+                 ("multi_krum", 64): 11, ("cge" + MEAN, 16): 8,
+                 ("cge" + MEAN, 64): 10}
 
 
 def figure(cells: Dict[Key, List], a: str, k: int):
@@ -286,7 +327,7 @@ def figure(cells: Dict[Key, List], a: str, k: int):
   lines_of = lambda t: [(f"f = {f}", f"C{i}", "-", cells.get((a, f, k, t)))
                         for i, f in enumerate(fs)] + [
                             ("fault-free", "k", "--",
-                             cells.get((FAULT_FREE, 0, k, FAULT_FREE)))]
+                             cells.get((FAULT_FREE, 0, k, AVERAGING)))]
   for row, t in zip(axes, faults):
     for label, colour, style, results in lines_of(t):
       if not results:
@@ -310,18 +351,20 @@ def figure(cells: Dict[Key, List], a: str, k: int):
              frameon=False)
   number = PAPER_FIGURES.get((a, k))
   seeds = sorted({r.seed for key in keys for r in cells[key]})
-  fig.suptitle(f"{ex.display('aggregator', a)}, batch size k = {k}"
+  fig.suptitle(f"{display(a)}, batch size k = {k}"
                + (f" (the paper's Figure {number})" if number else "")
                + f"; mean over seeds {', '.join(map(str, seeds))}", fontsize=10)
   return fig
 
 
 def figures(main: str, folder: Optional[str] = None,
-            seeds: Optional[Sequence[int]] = None) -> List[str]:
+            seeds: Optional[Sequence[int]] = None,
+            mean: Optional[str] = None) -> List[str]:
   """``figure`` for every filter and batch size of the runs saved in
-  ``main`` (``seeds``: only these; default all), as PNGs in ``folder``
-  (default ``main``/plots). Returns the paths written."""
-  cells = cells_of(ex.load_grid_results(main, seeds=seeds).records)
+  ``main`` and ``mean`` (see ``load_cells``; ``seeds``: only these; default
+  all), as PNGs in ``folder`` (default ``main``/plots). Returns the paths
+  written."""
+  _, cells = load_cells(main, mean, seeds)
   folder = folder or os.path.join(main, "plots")
   os.makedirs(folder, exist_ok=True)
   written = []
@@ -332,18 +375,19 @@ def figures(main: str, folder: Optional[str] = None,
   return written
 
 
-def _report_and_figures(main: str, seeds: Optional[Sequence[int]] = None
-                        ) -> str:
+def _report_and_figures(main: str, mean: Optional[str] = None,
+                        seeds: Optional[Sequence[int]] = None) -> str:
   """``report``, then ``figures`` drawn into ``main``/plots."""
-  text = report(main, seeds)
-  for path in figures(main, seeds=seeds):
+  text = report(main, mean, seeds)
+  for path in figures(main, seeds=seeds, mean=mean):
     print("wrote", path)
   return text
 
 
 def main(argv=None) -> int:
   return ex.report_main(_report_and_figures, __doc__,
-                        os.path.join(HERE, "fraction.md"), argv, main=HERE)
+                        os.path.join(HERE, "fraction.md"), argv, main=HERE,
+                        mean=os.path.join(HERE, "cge_mean"))
 
 
 if __name__ == "__main__":
