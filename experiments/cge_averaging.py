@@ -19,6 +19,10 @@ grows from 0 to 0.6.
 
 Settings as in cge_faults.py (T = 1000, evaluation every 50, final test
 accuracy, seeds 1-3 where the paper is silent).
+
+CGE takes the paper's eq. (7) step (``cge_paper_rules``: the sum of the n - f
+kept gradients at step size 0.1), which diverges without gradient averaging
+in ``cge_faults`` (every seed, faults or not). Not run yet.
 """
 
 from byzjax import experiments as ex

@@ -17,6 +17,11 @@ its analysis (Section 2.3).
 
 Settings as in cge_faults.py (T = 1000, evaluation every 50, final test
 accuracy, seeds 1-3 where the paper is silent).
+
+CGE takes the paper's eq. (7) step (``cge_paper_rules``: the sum of the n - f
+kept gradients at step size 0.1), beside eq. (3)'s fault-free sum; both
+diverge in ``cge_faults``. ``cge_fraction_mean.py`` trains CGE averaging its
+kept gradients, as an ablation.
 """
 
 from byzjax import experiments as ex
