@@ -451,3 +451,12 @@ def test_ablation_pairs_a_reversal_with_the_protocols_runs_of_its_seeds(
   text = ablation.report(str(main), None, str(abl), str(v1))
   assert "### The first protocol (v1) beside this one, worst cases, seed(s) 1" in text
   assert "| NNM + Krum | 80.00 (ALIE) | 50.00 (ALIE) | 70.07 ± 4.39 |" in text
+  # The per-worker Dirichlet split, trained on seed 1: beside seed 1's 80.
+  split = tmp_path / "per_worker"
+  split.mkdir()
+  (split / ex.GRID_FILE).write_text("{}")
+  folders[str(split)] = [record(1, 66.0)]
+  lines = ablation.report(str(main), None, str(abl), None, str(split)).splitlines()
+  at = lines.index("### Per-class Dirichlet split / the per-worker split the paper cites")
+  assert lines[at + 6] == ("| NNM + Krum | 80.00 / 66.00 (-14.00) | "
+                           "80.00 / 66.00 (-14.00) |")

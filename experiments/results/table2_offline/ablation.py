@@ -11,6 +11,8 @@ its reversal, on the cells the choice can move, from saved results only
   50);
 * the greedy line search of the optimized ALIE / FOE against the grid search
   (``table2_offline_grid_attacks``: attacks ``optimized_*_grid``);
+* byzjax's per-class Dirichlet split against the per-worker split the paper
+  cites (``table2_offline_dirichlet_per_worker``);
 * attackers with their own randomness against attackers that know the
   server's Bucketing permutation, LF sent raw against LF through the worker
   momentum, Mimic's 100-step warm-up against 1 step
@@ -21,12 +23,13 @@ reverted, and the difference; worst cases over the attacks present.
 
   python experiments/results/table2_offline/ablation.py \
       [--main DIR] [--grid-attacks DIR] [--ablation DIR] [--v1 DIR] \
-      [--seeds S [S ...]] [--out FILE]
+      [--per-worker DIR] [--seeds S [S ...]] [--out FILE]
 
 --seeds: only these of the main grid's seeds. Defaults: every seed, this
-folder, its ``grid_attacks/`` and ``ablation/`` subfolders and
-``../table2_offline_v1`` (the first protocol, set beside this one's worst
-cases); missing folders are skipped and said so.
+folder, its ``grid_attacks/``, ``ablation/`` and ``dirichlet_per_worker/``
+(``table2_offline_dirichlet_per_worker``: the split the paper cites)
+subfolders and ``../table2_offline_v1`` (the first protocol, set beside this
+one's worst cases); missing folders are skipped and said so.
 """
 
 from __future__ import annotations
@@ -145,7 +148,8 @@ def _v1_table(base, v1) -> str:
 
 
 def report(main: str, grid_attacks: Optional[str], ablation: Optional[str],
-           v1: Optional[str] = None, seeds: Optional[Sequence[int]] = None) -> str:
+           v1: Optional[str] = None, per_worker: Optional[str] = None,
+           seeds: Optional[Sequence[int]] = None) -> str:
   """The ablation tables as Markdown (see the module docstring; ``seeds``:
   only these seeds of ``main``, and the reversals beside them seed by
   seed)."""
@@ -201,6 +205,16 @@ def report(main: str, grid_attacks: Optional[str], ablation: Optional[str],
       reverted = {(k[0], k[1]): v[0] for k, v in means.items() if k[2] == args}
       cols = list(dict.fromkeys(c for _, c in reverted))
       out.append(_table(title, rows, cols, paired(abl), reverted, note))
+  split = _load(per_worker, "table2_offline_dirichlet_per_worker", missing)
+  if split is not None:
+    out.append(_table(
+        "Per-class Dirichlet split / the per-worker split the paper cites",
+        rows, columns, paired(split), by_cell(_means(split.records, best)),
+        "byzjax's per-class split (each class divided over the workers by "
+        "Dir(alpha): disjoint shards of unequal size; protocol) or Hsu et "
+        "al.'s per-worker class proportions Dir(alpha 1_10) with equal-size "
+        "shards, as the authors' code draws them "
+        "(`split=\"dirichlet_per_worker\"`)."))
   first = _load(v1, "table2_offline_v1", missing)
   if first is not None:
     out.append(_v1_table(base, first))
@@ -214,7 +228,8 @@ def main(argv=None) -> int:
                         argv, main=HERE,
                         grid_attacks=os.path.join(HERE, "grid_attacks"),
                         ablation=os.path.join(HERE, "ablation"),
-                        v1=os.path.join(HERE, os.pardir, "table2_offline_v1"))
+                        v1=os.path.join(HERE, os.pardir, "table2_offline_v1"),
+                        per_worker=os.path.join(HERE, "dirichlet_per_worker"))
 
 
 if __name__ == "__main__":
