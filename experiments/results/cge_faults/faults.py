@@ -41,7 +41,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DIVE = 0.10  # a dive: an evaluation this far (accuracy) below the best before it
 SETTLED = 100  # rounds after which the loss maximum is read
 FAULT_FREE = "fault-free"
-MEAN = ":mean"  # the suffix of cge_faults_mean.py's filters (CGE averaging)
+# The suffix of the mean-CGE ablation's filters (cge_mean/); not "_mean",
+# which "trimmed_mean" ends with.
+MEAN = ":mean"
 ALGORITHMS = {"dsgd": "D-SGD", "dshb": "D-SHB", "dgd": "D-GD"}
 
 
@@ -63,6 +65,13 @@ def settled_max_loss(result, after: int = SETTLED) -> float:
   or if the loss was NaN in every round after it (a diverged run)."""
   loss = np.asarray(result.loss, np.float64)[after:]
   return float(np.nanmax(loss)) if np.any(~np.isnan(loss)) else float("nan")
+
+
+def display(a: str) -> str:
+  """A filter's name in the tables: "CGE (mean)" for the ablation's CGE."""
+  if a.endswith(MEAN):
+    return ex.display("aggregator", a.removesuffix(MEAN)) + " (mean)"
+  return ex.display("aggregator", a)
 
 
 def _cells(records, suffix: str = "") -> Dict[Tuple[str, str], List]:
@@ -95,8 +104,7 @@ def report(main: str, mean: Optional[str] = None,
   if not filters:
     raise SystemExit(f"{main}: no run of a CGE filter is saved yet")
   seeds = sorted({r.seed for r in results.records})
-  agg = lambda a: (ex.display("aggregator", a.removesuffix(MEAN))
-                   + (" (mean)" if a.endswith(MEAN) else ""))
+  agg = display
   att = lambda a: ex.display("attack", a)
   bases = [(label, res) for (kind, label), res in cells.items()
            if kind == FAULT_FREE]

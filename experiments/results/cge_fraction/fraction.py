@@ -51,7 +51,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _faults_script():
-  """cge_faults/faults.py, whose loss measure this script shares."""
+  """cge_faults/faults.py, whose loss measure and ablation names this script
+  shares."""
   path = os.path.join(HERE, os.pardir, "cge_faults", "faults.py")
   spec = importlib.util.spec_from_file_location("cge_faults_faults", path)
   module = importlib.util.module_from_spec(spec)
@@ -59,10 +60,11 @@ def _faults_script():
   return module
 
 
-settled_max_loss = _faults_script().settled_max_loss
+_FAULTS = _faults_script()
+# The loss measure, and the suffix and names of the mean-CGE ablation's filters.
+settled_max_loss, MEAN, display = _FAULTS.settled_max_loss, _FAULTS.MEAN, _FAULTS.display
 LATE = 200  # late accuracy: the mean of the evaluations at rounds >= T - LATE
 SETTLED = 100  # rounds after which the loss maximum is read (faults.py's)
-MEAN = "_mean"  # the suffix of cge_fraction_mean.py's filters (CGE averaging)
 FILTERS = ("multi_krum", "cge", "cge" + MEAN)
 TIE = 0.0005  # differences of late accuracy within 0.05 points count as equal
 SPIKE_FAULT = "coordinate_wise"
@@ -126,13 +128,6 @@ def load_cells(main: str, mean: Optional[str] = None,
   if mean and os.path.isfile(os.path.join(mean, ex.GRID_FILE)):
     cells.update(cells_of(ex.load_grid_results(mean, seeds=seeds).records, MEAN))
   return results, cells
-
-
-def display(a: str) -> str:
-  """A filter's name in the tables: "CGE (mean)" for the ablation's CGE."""
-  if a.endswith(MEAN):
-    return ex.display("aggregator", a.removesuffix(MEAN)) + " (mean)"
-  return ex.display("aggregator", a)
 
 
 def report(main: str, mean: Optional[str] = None,
@@ -370,8 +365,8 @@ def figures(main: str, folder: Optional[str] = None,
   written = []
   for a, k in sorted({(key[0], key[2]) for key in cells if key[0] != FAULT_FREE},
                      key=lambda x: (x[1], FILTERS.index(x[0]))):
-    written.append(plots.save(figure(cells, a, k),
-                              os.path.join(folder, f"fraction_{a}_k{k}.png")))
+    name = f"fraction_{a.replace(MEAN, '_mean')}_k{k}.png"  # cge_mean: no ':'
+    written.append(plots.save(figure(cells, a, k), os.path.join(folder, name)))
   return written
 
 

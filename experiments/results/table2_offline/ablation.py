@@ -41,6 +41,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from byzjax import experiments as ex
+from byzjax import paper_results
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EVERY = 50  # the reverted evaluation period (rounds)
@@ -117,7 +118,6 @@ def _load(folder: Optional[str], what: str, missing: List[str],
 def _v1_table(base, v1) -> str:
   """Worst cases of each method on the seeds both folders hold: this protocol
   beside the first one (``table2_offline_v1``) and the paper's."""
-  from byzjax import paper_results  # pylint: disable=g-import-not-at-top
   paper = paper_results.get("fixing_by_mixing_table2")
   common = sorted({r.seed for r in v1.records} & {r.seed for r in base.records})
   best = lambda r: ex.metric_value(r, "max_accuracy")
@@ -138,8 +138,8 @@ def _v1_table(base, v1) -> str:
            "(`../table2_offline_v1/`).", "",
            "| rule | now (attack) | v1 (attack) | paper (5 seeds) |",
            "| :-- | --: | --: | --: |"]
+  cell = lambda w: f"{w[0]:.2f} ({ex.display('attack', w[1])})"
   for row in (r for r in paper.cells if r in now and r in first):
-    cell = lambda w: f"{w[0]:.2f} ({ex.display('attack', w[1])})"
     low = min(paper.cells[row], key=lambda a: paper.cells[row][a].mean)
     p = paper.cells[row][low]
     lines.append(f"| {ex.display('aggregator', row)} | {cell(now[row])} | "

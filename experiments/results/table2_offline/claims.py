@@ -34,7 +34,6 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from byzjax import attacks as attacks_lib
 from byzjax import experiments as ex
 from byzjax import paper_results
 
@@ -107,8 +106,7 @@ def _per_seed(records) -> Tuple[Dict[str, Dict[str, Dict[int, float]]], Dict[int
 def _attack(name: str) -> str:
   """The attack as the paper prints it ("ALIE" for optimized_alie)."""
   printed = {v: k for k, v in paper_results.ATTACK_NAMES.items()}
-  return printed.get(name) or (attacks_lib.get(name).display
-                               if name in attacks_lib.ATTACKS else name)
+  return printed.get(name) or ex.display("attack", name)
 
 
 def _fmt(value: float, attack: str = "") -> str:
