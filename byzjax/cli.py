@@ -53,7 +53,7 @@ def _demo_inputs(n: int, f: int, d: int, seed: int):
 
 
 def demo(argv: Optional[List[str]] = None) -> int:
-  p = argparse.ArgumentParser(
+  p = _Parser(
       allow_abbrev=False, prog="byzjax demo", description=(
       "Every rule on n worker vectors of which the last f are Byzantine: the "
       "distance of the aggregate from the honest mean, per attack."))
@@ -130,6 +130,14 @@ class UsageError(ValueError):
   """Bad command-line input (reported on one line, exit status 2)."""
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse whose errors are one line (no usage block), exit status 2."""
+
+  def error(self, message: str):
+    self.exit(2, f"{self.prog}: error: {message} (options: {self.prog} "
+              f"--help)\n")
+
+
 def _value(key: str, text: str) -> Any:
   """A --set value: JSON if it parses ("4", "0.1", "null", "[1, 2]"), else
   the string itself; text that starts like a JSON object, list or string
@@ -152,6 +160,21 @@ def _assignments(items: Optional[Sequence[str]]) -> Dict[str, Any]:
       raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
     out[key.strip()] = _value(key.strip(), value)
   return out
+
+
+def _at_least(low: float, kind: type = int) -> Callable[[str], Any]:
+  """An argparse type: a number of ``kind`` >= ``low``, else one line."""
+  def parse(text: str) -> Any:
+    try:
+      value = kind(text)
+    except ValueError:
+      value = None
+    if value is None or not value >= low:
+      raise argparse.ArgumentTypeError(
+          f"must be {'an int' if kind is int else 'a number'} >= {low:g}, "
+          f"got {text!r}")
+    return value
+  return parse
 
 
 def _none_or_float(text: str) -> Optional[float]:
@@ -240,7 +263,7 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
                  "share of the grid: the (run, seed) pairs whose position is I "
                  "modulo N (N processes fill one --out folder together; every "
                  "pair is also claimed, so none is trained twice)")
-  p.add_argument("--checkpoint-every", type=float, default=300.0,
+  p.add_argument("--checkpoint-every", type=_at_least(0, float), default=300.0,
                  metavar="SECONDS", help="save a run in progress this often "
                  "(Orbax; a killed run resumes from it with the same numbers; "
                  "0: never; default 300)")
@@ -249,9 +272,9 @@ def _common_flags(p: argparse.ArgumentParser) -> None:
                  "event files under DIR/logs (pip install "
                  "'byzjax[tensorboard]') and/or Weights & Biases (pip install "
                  "'byzjax[wandb]'; project $WANDB_PROJECT or byzjax)")
-  p.add_argument("--devices", type=int, metavar="K", help="use the first K "
+  p.add_argument("--devices", type=_at_least(1), metavar="K", help="use the first K "
                  "devices (default: every device of every process)")
-  p.add_argument("--runs", type=int, metavar="R", help="size of the mesh's "
+  p.add_argument("--runs", type=_at_least(1), metavar="R", help="size of the mesh's "
                  "'runs' axis that seeds are split over (default: the largest "
                  "divisor of the devices <= the seeds)")
   p.add_argument("--distributed", action="store_true", help="join a "
@@ -269,7 +292,7 @@ def _run_default(field: str) -> Any:
 
 
 def run_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
+  p = _Parser(
       allow_abbrev=False, prog="byzjax run",
       formatter_class=argparse.RawDescriptionHelpFormatter,
       description=(
@@ -417,7 +440,7 @@ def run_grid_from_args(args: argparse.Namespace) -> experiments.Grid:
 
 
 def _sweep_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
+  p = _Parser(
       allow_abbrev=False, prog="byzjax sweep", description=(
           "Run a grid config (experiments/*.py defining GRID, or a JSON/TOML "
           "grid), resumably, then write its tables and plots."))
@@ -526,9 +549,15 @@ def _execute(prog: str, grid: experiments.Grid, args: argparse.Namespace,
   print()
   print(experiments.format_markdown(
       results.tables(), title=f"{grid.name}: {experiments.summary(grid)}"))
-  print(f"{len(results.records)} results in {out} ({time.perf_counter() - start:.0f} s): "
+  total = len(results.runs) * len(grid.seeds)
+  print(f"{len(results.records)} of {total} results in {out} "
+        f"({time.perf_counter() - start:.0f} s): "
         "table.md/.tex/.csv, evaluations.csv, rounds.csv, runs.json"
         + ("" if args.no_plots else ", plots/*.png"))
+  if len(results.records) < total:
+    print(f"the table is PARTIAL: {total - len(results.records)} result(s) "
+          f"are not saved yet (other processes or shards still train them); "
+          f"`byzjax report {out}` prints the whole table when they finish")
   return 0
 
 
@@ -600,7 +629,7 @@ def sweep(argv: Optional[List[str]] = None) -> int:
 
 def report(argv: Optional[List[str]] = None) -> int:
   """`byzjax report DIR`: tables (and plots) from what DIR holds so far."""
-  p = argparse.ArgumentParser(allow_abbrev=False, prog="byzjax report", description=(
+  p = _Parser(allow_abbrev=False, prog="byzjax report", description=(
       "Print the tables of the results saved in a grid's output folder "
       "(complete or not) and rewrite its CSV/JSON/tables/plots."))
   p.add_argument("out", metavar="DIR")
@@ -608,6 +637,9 @@ def report(argv: Optional[List[str]] = None) -> int:
       "only these seeds of the grid, e.g. the complete ones while another is "
       "being trained (default: all)"))
   p.add_argument("--no-plots", action="store_true")
+  p.add_argument("--out", dest="to", metavar="OUT", help=(
+      "write the tables, CSVs, runs.json and plots into OUT instead of DIR "
+      "(e.g. to leave a committed folder untouched)"))
   _plugin_flag(p)
   args = p.parse_args(argv)
 
@@ -617,7 +649,10 @@ def report(argv: Optional[List[str]] = None) -> int:
     results = experiments.load_grid_results(args.out, seeds=args.seeds)
     if not results.records:
       raise UsageError(f"{args.out} holds no finished results yet")
-    experiments.write_outputs(results, args.out, plots=not args.no_plots)
+    to = args.to or args.out
+    if args.to:
+      store.check_output_folder(args.to)
+    experiments.write_outputs(results, to, plots=not args.no_plots)
     total = len(results.runs) * len(results.grid.seeds)
     grid = results.grid
     print(experiments.format_markdown(
@@ -632,7 +667,7 @@ def report(argv: Optional[List[str]] = None) -> int:
 
 def data(argv: Optional[List[str]] = None) -> int:
   """`byzjax data prepare NAME --from DIR` / `byzjax data list`."""
-  p = argparse.ArgumentParser(allow_abbrev=False, prog="byzjax data",
+  p = _Parser(allow_abbrev=False, prog="byzjax data",
                               description=(
       "Prepare a standard dataset once from files you downloaded (no "
       "TensorFlow needed), or list the prepared ones. byzjax never "
@@ -670,12 +705,43 @@ def data(argv: Optional[List[str]] = None) -> int:
   return _guarded("byzjax data", body)
 
 
+def info(argv: Optional[List[str]] = None) -> int:
+  """`byzjax info`: versions, the backend and devices jax finds, the CPU."""
+  p = _Parser(allow_abbrev=False, prog="byzjax info", description=(
+      "Print byzjax's and jax's versions, the backend and the devices jax "
+      "finds (what a run uses by default) and the environment a result "
+      "would record."))
+  _plugin_flag(p)
+  args = p.parse_args(argv)
+
+  def body():
+    for spec in args.plugin:
+      load_plugin(spec)
+    from byzjax import provenance  # pylint: disable=g-import-not-at-top
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    print(version_text())
+    print(f"backend: {jax.default_backend()}; {len(devices)} device(s) "
+          f"({', '.join(kinds)}) over {jax.process_count()} process(es); "
+          f"{len(jax.local_devices())} on this process")
+    print(f"environment: {provenance.environment_text(provenance.environment())}")
+    print(f"source: {provenance.source_text(provenance.versions())}")
+    if jax.default_backend() == "cpu":
+      print("no GPU or TPU found: for one, install jax's accelerator wheels "
+            "(pip install 'byzjax[cuda12]', 'byzjax[cuda13]' or "
+            "'byzjax[tpu]'; see README)")
+    return 0
+
+  return _guarded("byzjax info", body)
+
+
 _COMMANDS = {
     "demo": (demo, "every robust rule on an adversarial input"),
     "run": (run, "train rules x attacks (offline defaults), print the table"),
     "sweep": (sweep, "run a grid config of experiments/ (resumable)"),
     "report": (report, "tables and plots of a grid folder so far"),
     "data": (data, "prepare MNIST / Fashion-MNIST / CIFAR-10 from your files"),
+    "info": (info, "versions, backend, devices and CPU found"),
 }
 
 
@@ -713,10 +779,11 @@ def main(argv: Optional[List[str]] = None) -> int:
               for name, (_, text) in _COMMANDS.items()]
     if argv and argv[0] not in ("-h", "--help"):
       hint = did_you_mean(argv[0], list(_COMMANDS), style="paren")
-      print(f"byzjax: error: unknown command {argv[0]!r}{hint}",
-            file=sys.stderr)
+      print(f"byzjax: error: unknown command {argv[0]!r}{hint}; one of "
+            f"{', '.join(_COMMANDS)} (byzjax --help)", file=sys.stderr)
+      return 2
     print("\n".join(lines))
-    return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return 0
   return _COMMANDS[argv[0]][0](argv[1:])
 
 

@@ -305,7 +305,7 @@ class Execution:
     if self.devices is not None:
       if self.devices > len(devices):
         raise ValueError(f"devices={self.devices} but only {len(devices)} "
-                         f"device(s) are visible")
+                         f"device(s) are visible: from 1 to {len(devices)}")
       devices = devices[:self.devices]
     return devices
 

@@ -40,6 +40,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -74,7 +75,7 @@ from byzjax.store import (GRID_FILE, OUTPUT_FILES, RESULTS_DIR,  # noqa: F401
 from byzjax.grid import hashable, plain, short
 
 
-def enable_compilation_cache(path: Optional[str] = None) -> str:
+def enable_compilation_cache(path: Optional[str] = None) -> Optional[str]:
   """Turns on JAX's persistent compilation cache (reruns skip XLA compiles).
 
   Call before the first compilation (its effect on the default ``byzjax
@@ -84,12 +85,23 @@ def enable_compilation_cache(path: Optional[str] = None) -> str:
     path: cache folder (default: $BYZJAX_CACHE_DIR or ~/.cache/byzjax/jax).
 
   Returns:
-    The folder in use.
+    The folder in use, or None when it cannot be created or written (a
+    read-only home, $BYZJAX_CACHE_DIR naming a file): then one line on
+    stderr says so and nothing is cached (training is unaffected).
   """
   import jax  # pylint: disable=g-import-not-at-top
   path = path or os.environ.get("BYZJAX_CACHE_DIR") or os.path.join(
       os.path.expanduser("~"), ".cache", "byzjax", "jax")
-  os.makedirs(path, exist_ok=True)
+  try:
+    os.makedirs(path, exist_ok=True)
+    if not os.access(path, os.W_OK | os.X_OK):
+      raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+  except OSError as err:
+    print(f"byzjax: warning: the compilation cache {path!r} cannot be used "
+          f"({err.strerror or err}); training without it (set "
+          f"BYZJAX_CACHE_DIR to a writable folder, or pass "
+          f"--no-compile-cache)", file=sys.stderr, flush=True)
+    return None
   jax.config.update("jax_compilation_cache_dir", path)
   return path
 
@@ -215,8 +227,15 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
   runs = check(grid)
   try:
     log = logs.check(log)
+    # The devices and mesh asked for exist (before the folder is touched).
+    execution = train_lib.Execution() if execution is None else execution
+    layout = sharding.make_layout(execution.device_list(), runs=execution.runs,
+                                  num_seeds=len(grid.seeds))
   except ValueError as err:
     raise GridError(str(err)) from None
+  if checkpoint_seconds is not None and not checkpoint_seconds >= 0:
+    raise GridError(f"checkpoint_seconds={checkpoint_seconds} must be >= 0 "
+                    f"(0 or None: no checkpoints)")
   leader = sharding.is_leader()
   created = check_output_folder(out_dir)
   try:
@@ -260,8 +279,18 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
       if created and leader:  # e.g. data not on disk: leave no folder
         shutil.rmtree(out_dir, ignore_errors=True)
       raise
+  if leader and todo:
+    print(f"grid {grid.name}: {sharding.describe(layout)}", file=stream,
+          flush=True)
   bar = progress_lib.bar(total, grid.name, stream=stream) if progress and todo else None
-  announced = False
+
+  def say(text: str) -> None:
+    """A line of its own, never glued onto the progress bar."""
+    if bar is not None:
+      bar.write(f"grid {grid.name}: {text}", file=stream)
+    else:
+      print(f"grid {grid.name}: {text}", file=stream, flush=True)
+
   try:
     for i, (run, seeds) in enumerate(todo_runs):
       claims = {}
@@ -288,10 +317,6 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
         # the same shards as an uninterrupted one; trains the missing seeds.
         exp = train_lib.Experiment(run.config, dataset=datasets.get(run.config),
                                    execution=execution)
-        if progress and not announced and exp.layout is not None:
-          print(f"grid {grid.name}: {exp.layout.describe()}", file=stream,
-                flush=True)
-          announced = True
 
         def persist(result, run=run):
           if leader:
@@ -308,7 +333,16 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
 
         checkpoints = None
         if checkpoint_seconds:
-          checkpoints = OrbaxCheckpoints(out_dir, run.id, checkpoint_seconds)
+          lengths = train_lib.chunk_lengths(run.config.steps,
+                                            run.config.eval_every)
+
+          def resumed(seeds, chunks, run=run, lengths=lengths):
+            if leader:
+              say(f"{_run_text(run)}, seed(s) {', '.join(map(str, seeds))}: "
+                  f"resumed from the checkpoint at round {sum(lengths[:chunks])}")
+
+          checkpoints = OrbaxCheckpoints(out_dir, run.id, checkpoint_seconds,
+                                         on_restore=resumed)
         logger = logs.make(
             log, log_dir=os.path.join(out_dir, "logs", run.id),
             name=f"{grid.name}/{run.id}", config=run.config.to_dict()

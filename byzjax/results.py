@@ -94,7 +94,8 @@ class GridResults:
     return summarize(self.records, rows=g.rows, columns=g.columns,
                      metric=g.metric, worst_case=g.worst_case, paper=paper,
                      group_fields=g.group_fields, ddof=ddof,
-                     configs=configs, all_columns=all_columns)
+                     configs=configs, all_columns=all_columns,
+                     all_seeds=len(g.seeds))
 
 
 
@@ -262,6 +263,9 @@ class Table:
     all_columns: every column the grid has (None: unknown); a row with
       fewer saved columns has a worst case over only those, and says so.
     ddof: the std's delta degrees of freedom (0: population, 1: sample).
+    all_seeds: how many seeds each cell has when the grid is complete (None:
+      unknown); a cell or baseline with fewer says "(k of K seeds)", and a
+      worst case over such cells says how many.
   """
 
   group: Dict[str, Any]
@@ -277,6 +281,7 @@ class Table:
   paper: Optional[paper_results.PaperTable] = None
   all_columns: Optional[List[Any]] = None
   ddof: int = 0
+  all_seeds: Optional[int] = None
 
   def present(self, row: Any) -> int:
     """How many columns of ``row`` hold results."""
@@ -292,6 +297,15 @@ class Table:
     """The row's worst case is over fewer columns than the grid has."""
     return self.all_columns is not None and self.present(row) < len(
         self.all_columns)
+
+  def incomplete(self, stat: Optional[Stat]) -> bool:
+    """A cell (or baseline) with fewer seeds saved than the grid has."""
+    return (stat is not None and self.all_seeds is not None
+            and stat.count < self.all_seeds)
+
+  def incomplete_cells(self, row: Any) -> int:
+    """How many of ``row``'s cells miss seeds."""
+    return sum(self.incomplete(self.cells.get((row, c))) for c in self.columns)
 
   @property
   def title(self) -> str:
@@ -320,7 +334,8 @@ def summarize(records: Sequence[Record], *, rows: str = "aggregator",
               paper: Optional[paper_results.PaperTable] = None,
               group_fields: Optional[Sequence[str]] = None, ddof: int = 0,
               configs: Optional[Mapping[str, RunConfig]] = None,
-              all_columns: Optional[Sequence[Any]] = None
+              all_columns: Optional[Sequence[Any]] = None,
+              all_seeds: Optional[int] = None
              ) -> List[Table]:
   """Mean ± std over seeds of ``metric`` per (row, column), per group.
 
@@ -341,7 +356,10 @@ def summarize(records: Sequence[Record], *, rows: str = "aggregator",
     configs: run id -> RunConfig, to check ``paper``'s conditions (default:
       ``record.result.config`` when present).
     all_columns: every column value the grid has, so that a row missing
-      some says "worst case over 3 of 5" (default: the columns present).
+      some says "worst case over 3 of 5" (default: the columns present);
+      the columns then keep the grid's order.
+    all_seeds: the number of seeds of the grid, so that a cell missing some
+      says "(1 of 3 seeds)" (default: unknown, nothing said).
 
   Returns:
     One ``Table`` per distinct combination of the group fields.
@@ -372,6 +390,9 @@ def summarize(records: Sequence[Record], *, rows: str = "aggregator",
       seeds += [r.seed] if r.seed not in seeds else []
       values.setdefault((row, col), []).append(metric_value(r.result, metric))
     cells = {k: stat_of(v, ddof) for k, v in values.items()}
+    if all_columns is not None:  # the grid's order, whatever was saved first
+      order = {c: i for i, c in enumerate(all_columns)}
+      col_order.sort(key=lambda c: order.get(c, len(order)))
     worst = {}
     if worst_case:
       for row in row_order:
@@ -396,7 +417,7 @@ def summarize(records: Sequence[Record], *, rows: str = "aggregator",
     tables.append(Table(group, rows, columns, metric, row_order, col_order,
                         cells, worst, baselines, sorted(seeds), attached,
                         None if all_columns is None else list(all_columns),
-                        ddof))
+                        ddof, all_seeds))
   return tables
 
 
@@ -423,13 +444,18 @@ def metric_text(metric: str) -> str:
   return _METRIC_TEXT[metric]
 
 
-def format_stat(stat: Optional[Stat]) -> str:
-  """ "78.30 ± 7.78" (empty for a missing cell)."""
+def format_stat(stat: Optional[Stat], of: Optional[int] = None) -> str:
+  """ "78.30 ± 7.78" (empty for a missing cell); with ``of`` (the seeds a
+  complete cell has) and fewer seeds: "36.77 (1 of 2 seeds)"."""
   if stat is None:
     return ""
   if stat.count < 2 or not math.isfinite(stat.std):
-    return f"{stat.mean:.2f}"
-  return f"{stat.mean:.2f} ± {stat.std:.2f}"
+    text = f"{stat.mean:.2f}"
+  else:
+    text = f"{stat.mean:.2f} ± {stat.std:.2f}"
+  if of is not None and stat.count < of:
+    text += f" ({stat.count} of {of} seeds)"
+  return text
 
 
 def _grid_of_text(table: Table) -> Tuple[List[str], List[List[str]], List[str]]:
@@ -442,11 +468,15 @@ def _grid_of_text(table: Table) -> Tuple[List[str], List[List[str]], List[str]]:
   paper = table.paper
   for row in table.rows:
     line = [display(table.row_field, row)] + [
-        format_stat(table.cells.get((row, c))) for c in table.columns]
+        format_stat(table.cells.get((row, c)), table.all_seeds)
+        for c in table.columns]
     if table.worst:
       col, stat = table.worst.get(row, (None, None))
       over = (f"; {table.present(row)} of {len(table.all_columns)}"
               if table.partial(row) else "")
+      missing = table.incomplete_cells(row)
+      if missing:
+        over += f"; {missing} cell(s) missing seeds"
       line.append(f"{format_stat(stat)} ({display(table.column_field, col)}"
                   f"{over})" if stat is not None else "")
     body.append(line)
@@ -467,7 +497,7 @@ def _grid_of_text(table: Table) -> Tuple[List[str], List[List[str]], List[str]]:
       body.append(line)
   notes = []
   for label, stat in table.baselines:
-    text = f"{label}: {format_stat(stat)}"
+    text = f"{label}: {format_stat(stat, table.all_seeds)}"
     if paper is not None and paper.baseline is not None:
       text += f" (paper: {paper.baseline[0]} {paper.baseline[1].text})"
     notes.append(text)
@@ -487,6 +517,10 @@ def _caption(table: Table) -> str:
       text += (f" (\"k of {len(table.all_columns)}\": over the k "
                f"{table.column_field}s saved so far; {len(partial)} row(s) "
                f"incomplete)")
+  cells = list(table.cells.values()) + [s for _, s in table.baselines]
+  if any(table.incomplete(s) for s in cells):
+    text += (f"; PARTIAL: \"(k of {table.all_seeds} seeds)\" marks a cell "
+             f"whose other seeds are not saved yet")
   if table.paper is not None:
     text += f"; 'paper' rows: {table.paper.source}"
     if len(table.seeds) >= 2:

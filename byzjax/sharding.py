@@ -62,6 +62,16 @@ class Layout(NamedTuple):
             f"({jax.process_count()} process(es))")
 
 
+def describe(layout: Optional[Layout]) -> str:
+  """One line for a run's devices: the mesh's ``Layout.describe()``, or
+  "one cpu device (1 process), no mesh" when a run has one device (its
+  layout is None)."""
+  if layout is not None:
+    return layout.describe()
+  return (f"one {jax.devices()[0].platform} device ({jax.process_count()} "
+          f"process(es)), no mesh")
+
+
 def default_runs(num_devices: int, num_seeds: int) -> int:
   """The "runs" axis size: the largest divisor of the devices <= the seeds."""
   return max(r for r in range(1, num_devices + 1)
@@ -87,11 +97,13 @@ def make_layout(devices: Optional[Sequence[Any]] = None, *,
   """
   devices = list(jax.devices() if devices is None else devices)
   count = len(devices)
+  if runs is not None and (int(runs) < 1 or count % int(runs)):
+    divisors = [str(r) for r in range(1, count + 1) if count % r == 0]
+    raise ValueError(f"runs={runs} must divide the {count} device(s) used: "
+                     f"one of {', '.join(divisors)}")
   if count == 1:
     return None
   runs = default_runs(count, num_seeds) if runs is None else int(runs)
-  if runs < 1 or count % runs:
-    raise ValueError(f"runs must divide the {count} devices, got runs={runs}")
   grid = np.asarray(devices, dtype=object).reshape(runs, count // runs)
   mesh = Mesh(grid, (RUNS, WORKERS), axis_types=(AxisType.Auto, AxisType.Auto))
   return Layout(mesh, runs, count // runs)

@@ -11,19 +11,18 @@ second process out.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from typing import (Any, Callable, Collection, Dict, Iterator, List, Mapping,
                     NamedTuple, Optional, Sequence, Tuple)
 
 from byzjax.files import atomic_open
+from byzjax.provenance import (environment, environment_text, source_text,
+                               versions)
 from byzjax.grid import (FORMAT_VERSION, Grid, GridError, Run,
                          config_from_dict, fingerprint, plain, run_digest)
 from byzjax.train import RunResult
@@ -249,24 +248,6 @@ def saved_keys(out_dir: str) -> Tuple[Dict[Tuple[str, int], str], List[str]]:
   return {key: path for key, (path, _) in found.items()}, damaged
 
 
-def environment_text(env: Optional[Mapping[str, Any]]) -> str:
-  """One line for an ``environment()``: platform, devices, CPU threads."""
-  if not env:
-    return "not recorded (saved before byzjax kept it)"
-  return (f"{env.get('platform', '?')} x {env.get('devices', '?')}, "
-          f"{env.get('processes', 1)} process(es), "
-          f"{env.get('cpu_threads', '?')} CPU thread(s), jax {env.get('jax', '?')}")
-
-
-def source_text(env: Optional[Mapping[str, Any]]) -> str:
-  """One line for the byzjax source an ``environment()`` was saved by."""
-  commit = (env or {}).get("byzjax_commit")
-  version = (env or {}).get("byzjax", "?")
-  if not commit:
-    return f"byzjax {version}, source commit not recorded"
-  return f"byzjax {version} at commit {commit}"
-
-
 def execution_text(execution: Optional[Mapping[str, Any]]) -> str:
   """One line for a ``RunResult.execution``: how seeds and workers were
   computed, and on what mesh."""
@@ -472,86 +453,6 @@ def runs_from_results(out_dir: str) -> List[Run]:
   return list(runs.values())
 
 
-def source_commit(package_dir: str) -> Optional[str]:
-  """The git commit a package directory's source is at; None if unknown.
-
-  ``package_dir`` counts as a checkout's only when its parent is the top of a
-  git work tree (a package installed into a virtual environment inside some
-  other repository is not that repository's). The commit gets "+dirty" when
-  files of ``package_dir`` tracked by git differ from it.
-  """
-  root = os.path.dirname(os.path.abspath(package_dir))
-
-  def git(*args: str) -> Optional[str]:
-    try:
-      done = subprocess.run(["git", "-C", root, *args], capture_output=True,
-                            text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-      return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-  top = git("rev-parse", "--show-toplevel")
-  if top is None or not os.path.samefile(top, root):
-    return None
-  commit = git("rev-parse", "HEAD")
-  changed = git("status", "--porcelain", "--untracked-files=no", "--",
-                os.path.basename(os.path.abspath(package_dir)))
-  if commit is None or changed is None:
-    return None
-  return commit + ("+dirty" if changed else "")
-
-
-@functools.lru_cache(maxsize=None)
-def _versions() -> Tuple[Tuple[str, str], ...]:
-  import jax  # pylint: disable=g-import-not-at-top
-  from importlib import metadata  # pylint: disable=g-import-not-at-top
-  out = {"python": sys.version.split()[0], "jax": jax.__version__}
-  with contextlib.suppress(metadata.PackageNotFoundError):
-    out["byzjax"] = metadata.version("byzjax")
-  commit = source_commit(os.path.dirname(os.path.abspath(__file__)))
-  if commit:
-    out["byzjax_commit"] = commit
-  return tuple(out.items())
-
-
-def versions() -> Dict[str, str]:
-  """Python's, jax's and byzjax's versions, and the git commit of byzjax's
-  source when it runs from a checkout (``source_commit``).
-
-  Read once per process, when first asked (a grid asks when it starts): the
-  code a process runs is the code it imported, whatever the checkout holds
-  later.
-  """
-  return dict(_versions())
-
-
-def cpu_threads() -> int:
-  """The cores this process may run on (what XLA:CPU sizes its pools by)."""
-  if hasattr(os, "sched_getaffinity"):
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
-
-
-def environment() -> Dict[str, Any]:
-  """What, besides a run's settings and seed, its float rounding depends on.
-
-  Measured with jax 0.10.2 on XLA:CPU: the same program gives results that
-  differ in the last bits on one core and on two, because the row-axis sums
-  that XLA hands to YNNPACK, and the first convolution's gradient, split their
-  sums by the size of the thread pool (with YNNPACK turned off, the dots and
-  convolutions do); no XLA flag of this version removes it
-  (``benchmarks/rounding_by_cores.py``). On one machine, results with equal
-  environments are bitwise reproducible; across kinds of CPU the instruction
-  set XLA compiles for may change rounding too (not measured, not recorded).
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  devices = jax.devices()
-  return {**versions(), "platform": devices[0].platform,
-          "device_kind": devices[0].device_kind, "devices": len(devices),
-          "processes": jax.process_count(), "cpu_threads": cpu_threads(),
-          "xla_flags": os.environ.get("XLA_FLAGS", "")}
-
-
 # ---------------------------------------------------------------------------
 # Claims: each (run, seed) trained by exactly one process.
 
@@ -671,12 +572,16 @@ class OrbaxCheckpoints:
     run_id: the run.
     every_seconds: save when at least this long has passed since the last
       save (or the start); 0 saves after every evaluation chunk.
+    on_restore: called with (seeds, chunks done) when a run resumes from a
+      checkpoint (the grid says so).
   """
 
-  def __init__(self, out_dir: str, run_id: str, every_seconds: float = 300.0):
+  def __init__(self, out_dir: str, run_id: str, every_seconds: float = 300.0,
+               on_restore: Optional[Callable[[Sequence[int], int], None]] = None):
     self.folder = os.path.join(os.path.abspath(out_dir), CHECKPOINTS_DIR,
                                run_id)
     self.every_seconds = float(every_seconds)
+    self.on_restore = on_restore
     self._last = time.monotonic()
     self._managers: Dict[Tuple[int, ...], Any] = {}
 
@@ -720,6 +625,8 @@ class OrbaxCheckpoints:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract(_keys_as_data(like_state))),
         history=ocp.args.StandardRestore(abstract(like_history(step)))))
+    if self.on_restore is not None:
+      self.on_restore(seeds, step)
     return step, _data_as_keys(restored.state, like_state), restored.history
 
   def discard(self, seeds: Sequence[int]) -> None:

@@ -733,7 +733,7 @@ class Experiment:
     c = self.config
     programs = self.programs(seeds)
     runs = programs.inputs
-    lengths = _chunk_lengths(c.steps, c.eval_every)
+    lengths = chunk_lengths(c.steps, c.eval_every)
     start = time.perf_counter()
     compiled = {k: programs.chunk(k).lower(*runs[0]).compile()
                 for k in sorted(set(lengths))}
@@ -840,7 +840,7 @@ def _history(accuracies: Sequence[Any], metrics: Sequence[Any]) -> Dict[str, Any
               [sharding.to_host(x) for x in xs], axis=-1), *metrics)}
 
 
-def _chunk_lengths(steps: int, every: int) -> List[int]:
+def chunk_lengths(steps: int, every: int) -> List[int]:
   """Rounds per chunk: evaluations after every ``every`` rounds and at T."""
   lengths = [every] * (steps // every)
   if steps % every:
@@ -875,7 +875,7 @@ def train(config: RunConfig, *, dataset: Optional[data_lib.Dataset] = None,
   """
   exp = Experiment(config, dataset=dataset, execution=execution)
   if exp.layout is not None and sharding.is_leader():
-    print(f"byzjax: {exp.layout.describe()}", file=sys.stderr)
+    print(f"byzjax: {sharding.describe(exp.layout)}", file=sys.stderr)
   logger = logs.make(log, log_dir=log_dir, config=config.to_dict(),
                      name=f"{config.aggregator}-{config.attack}") if log else None
   return exp.run(progress=progress, on_result=on_result, log=logger)

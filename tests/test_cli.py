@@ -11,7 +11,8 @@ import pytest
 
 from byzjax import cli
 from byzjax import experiments as ex
-from byzjax import store
+from byzjax import provenance
+
 
 TINY = ["--dataset", "digits", "--model", "logistic_regression", "--n", "5",
         "--f", "1", "--split", "iid", "--steps", "2", "--eval-every", "1",
@@ -156,7 +157,7 @@ def test_sweep_json_grid_with_overrides_then_report(tmp_path, capsys):
   threads = len(os.sched_getaffinity(0))
   assert f"  1 result(s): cpu x 1, 1 process(es), {threads} CPU thread(s)" in text
   assert "more than one environment" not in text
-  assert f"  1 result(s): {store.source_text(store.versions())}" in text
+  assert f"  1 result(s): {provenance.source_text(provenance.versions())}" in text
   assert "  1 result(s): seeds one at a time, workers by loop, one device" in text
   # A result saved by an older byzjax (no environment) is named as such.
   (saved,) = glob.glob(os.path.join(out, "results", "*", "seed-*.json"))
@@ -189,7 +190,7 @@ def test_report_of_chosen_seeds(tmp_path, capsys):
   text = capsys.readouterr().out
   assert "1 seed(s) (2)" in text and "2 of 2 results" in text
   # The environments listed are those of seed 2's two results alone.
-  assert f"  2 result(s): {store.source_text(store.versions())}" in text
+  assert f"  2 result(s): {provenance.source_text(provenance.versions())}" in text
   assert "  4 result(s)" not in text
   chosen = ex.load_grid_results(out, seeds=[2])
   assert chosen.grid.seeds == (2,)

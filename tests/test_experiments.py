@@ -410,6 +410,34 @@ def test_table_means_stds_and_worst_case():
       np.std([10.0, 50.0], ddof=1))
 
 
+def test_a_partial_table_marks_cells_missing_seeds_and_keeps_column_order():
+  # Seed 2 of Krum vs SF and of the baseline are not saved yet, and Krum's
+  # ALIE cell is missing entirely (saved order: SF before ALIE).
+  records = [r for r in _hand_records()
+             if not (r.seed == 2 and r.run_id in ("krum-sign_flip", "mean-"))
+             and r.run_id != "krum-optimized_alie"]
+  records.sort(key=lambda r: r.run_id != "krum-sign_flip")
+  (table,) = ex.summarize(records, all_columns=["optimized_alie", "sign_flip"],
+                          all_seeds=2)
+  assert table.columns == ["optimized_alie", "sign_flip"]  # the grid's order
+  md = ex.format_markdown([table])
+  cells = [[c.strip() for c in l.strip("|").split("|")]
+           for l in md.splitlines() if l.startswith("|")]
+  assert cells[0] == ["aggregator \\ attack", "ALIE", "SF", "worst case"]
+  # 10% alone: "(1 of 2 seeds)"; its worst case says the row misses seeds.
+  assert cells[2] == ["Krum", "", "10.00 (1 of 2 seeds)",
+                      "10.00 (SF; 1 of 2; 1 cell(s) missing seeds)"]
+  assert cells[3] == ["NNM + Krum", "85.00 ± 5.00", "70.00 ± 0.00",
+                      "70.00 ± 0.00 (SF)"]
+  assert "D-SHB (f = 0): 96.00 (1 of 2 seeds)" in md
+  assert 'PARTIAL: "(k of 2 seeds)" marks a cell' in md
+  # Complete cells say nothing more.
+  (whole,) = ex.summarize(_hand_records(), all_seeds=2)
+  assert "seeds)" not in ex.format_markdown([whole])
+  assert ex.format_stat(ex.Stat(36.77, float("nan"), 1), 2) == "36.77 (1 of 2 seeds)"
+  assert ex.format_stat(ex.Stat(46.24, 9.47, 2), 2) == "46.24 ± 9.47"
+
+
 def test_markdown_and_csv_tables_match_hand_checked_values():
   tables = ex.summarize(_hand_records())
   md = ex.format_markdown(tables)

@@ -16,6 +16,7 @@ import pytest
 
 from byzjax import experiments as ex
 from byzjax import grid as grid_lib
+from byzjax import provenance
 from byzjax import store
 from byzjax import train
 
@@ -222,12 +223,12 @@ def test_each_result_records_the_environment_its_rounding_depends_on(tmp_path):
   for path in glob.glob(os.path.join(out, "results", "*", "seed-*.json")):
     with open(path, encoding="utf-8") as fh:
       env = json.load(fh)["environment"]
-    assert env == store.environment()
+    assert env == provenance.environment()
     assert env["cpu_threads"] == len(os.sched_getaffinity(0))
   assert list(store.saved_environments(out).values()) == [6]
   # The CPU threads follow the cores the process may run on (taskset).
   code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
-          "from byzjax import store; print(store.environment()['cpu_threads'])")
+          "from byzjax import provenance; print(provenance.environment()['cpu_threads'])")
   done = subprocess.run([sys.executable, "-c", code], capture_output=True,
                         text=True, env=_child_env(), cwd=ROOT, timeout=300,
                         check=True)
@@ -252,27 +253,68 @@ def test_results_record_the_git_commit_of_the_byzjax_source(tmp_path):
   git("commit", "-qm", "one")
   head = git("rev-parse", "HEAD")
   assert len(head) == 40
-  assert store.source_commit(str(pkg)) == head
+  assert provenance.source_commit(str(pkg)) == head
   # Changes outside the package, or untracked files in it, leave it clean.
   (repo / "notes.txt").write_text("b\n")
   (pkg / "new.py").write_text("y = 1\n")
-  assert store.source_commit(str(pkg)) == head
+  assert provenance.source_commit(str(pkg)) == head
   (pkg / "mod.py").write_text("x = 2\n")
-  assert store.source_commit(str(pkg)) == head + "+dirty"
+  assert provenance.source_commit(str(pkg)) == head + "+dirty"
   # A package below the top of another repository (installed into a virtual
   # environment inside it) is not that repository's; nor one outside git.
   nested = repo / "venv" / "site-packages" / "pkg"
   nested.mkdir(parents=True)
-  assert store.source_commit(str(nested)) is None
-  assert store.source_commit(str(tmp_path / "plain" / "pkg")) is None
+  assert provenance.source_commit(str(nested)) is None
+  assert provenance.source_commit(str(tmp_path / "plain" / "pkg")) is None
   # This process's byzjax: its checkout's commit, in every result file.
-  here = store.source_commit(os.path.join(ROOT, "byzjax"))
-  assert store.versions().get("byzjax_commit") == here
-  assert store.environment().get("byzjax_commit") == here
+  here = provenance.source_commit(os.path.join(ROOT, "byzjax"))
+  assert provenance.versions().get("byzjax_commit") == here
+  assert provenance.environment().get("byzjax_commit") == here
   if os.path.isdir(os.path.join(ROOT, ".git")):
     assert here.split("+")[0] == subprocess.run(
         ["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
         text=True, check=True).stdout.strip()
   env = {"byzjax": "0.1.0", "byzjax_commit": head}
-  assert store.source_text(env) == f"byzjax 0.1.0 at commit {head}"
-  assert store.source_text(None) == "byzjax ?, source commit not recorded"
+  assert provenance.source_text(env) == f"byzjax 0.1.0 at commit {head}"
+  assert provenance.source_text(None) == "byzjax ?, source commit not recorded"
+
+
+@pytest.mark.skipif(shutil.which("git") is None
+                    or not os.path.isdir(os.path.join(ROOT, ".git")),
+                    reason="needs git and a checkout")
+def test_a_built_package_records_the_commit_it_was_built_from(tmp_path):
+  # What `pip install .` runs: setup.py's build_py writes byzjax/_build.json.
+  subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib",
+                  str(tmp_path)], cwd=ROOT, check=True, capture_output=True,
+                 timeout=300)
+  built = str(tmp_path / "byzjax")
+  assert os.path.isfile(os.path.join(built, "provenance.py"))
+  here = provenance.source_commit(os.path.join(ROOT, "byzjax"))
+  assert provenance.build_commit(built) == here
+  # Outside a checkout the build's record is what versions() reports.
+  assert provenance.source_commit(built) is None
+  assert provenance.build_commit(str(tmp_path)) is None
+
+
+def test_environment_names_the_cpu_and_its_instruction_set():
+  env = provenance.environment()
+  cpu = env["cpu"]
+  assert set(cpu) == {"model", "id", "features"} and cpu["model"]
+  text = provenance.environment_text(env)
+  assert cpu["model"] in text and text.startswith("cpu x 1, 1 process(es)")
+  # Two CPUs that differ only in one extension are different environments.
+  other = dict(env, cpu=dict(cpu, features=sorted(cpu["features"] + ["amx_tile"])))
+  assert provenance.environment_text(other) != text
+  assert "amx_tile" in provenance.environment_text(other)
+  assert provenance.environment_text(dict(env, cpu=None)).endswith(
+      "CPU not recorded")
+  flagged = dict(env, xla_flags="--xla_cpu_use_thunk_runtime=false",
+                 env={"ONEDNN_MAX_CPU_ISA": "AVX2"})
+  assert provenance.environment_text(flagged).endswith(
+      "XLA_FLAGS=--xla_cpu_use_thunk_runtime=false ONEDNN_MAX_CPU_ISA=AVX2")
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo", encoding="utf-8") as fh:
+      flags = next((l.split(":", 1)[1].split() for l in fh
+                    if l.startswith(("flags", "Features"))), [])
+    assert set(cpu["features"]) <= set(flags)
+    assert ("avx2" in flags) == ("avx2" in cpu["features"])
