@@ -162,6 +162,7 @@ def _neighbours(rule: str, n: int, f: int, neighbours: Optional[int]) -> int:
           f"{rule} with the default n - f - 2 neighbours (Blanchard et al.) "
           f"needs n >= f + 3, got n={n}, f={f}; pass neighbours=n - f - 1 "
           f"(the variant of Allouah et al. 2023) or another count in [1, n - 1]")
+    checks.warn_blanchard(rule, n, f)
     return n - f - 2
   return checks.check_int("neighbours", neighbours, low=1, high=n - 1,
                              what=f"{rule}: ")

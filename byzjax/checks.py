@@ -9,7 +9,9 @@ names the closest valid value (``registry.did_you_mean``).
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from typing import Any, Optional, Sequence
 
 import jax.numpy as jnp
@@ -121,3 +123,27 @@ def check_names(what: str, given: Sequence[str], valid: Sequence[str]) -> None:
     hints = [f"{k!r}{did_you_mean(k, valid, style='paren')}" for k in unknown]
     raise ValueError(f"{what} got unknown hyperparameter(s) {', '.join(hints)};"
                      f" valid: {', '.join(valid) if valid else 'none'}")
+
+
+class GuaranteeWarning(UserWarning):
+  """A rule runs outside the condition its paper's guarantee needs (it runs
+  as asked; the warning says which form runs and what would hold)."""
+
+
+def warn_blanchard(rule: str, n: int, f: int) -> None:
+  """Krum's form with n - f - 2 neighbours is proved Byzantine-resilient
+  only for n > 2f + 2 (Blanchard et al., NeurIPS 2017): warn below."""
+  if n <= 2 * f + 2:
+    _warn_once(
+        f"{rule} with n={n}, f={f}: n <= 2f + 2 = {2 * f + 2}, outside "
+        f"Blanchard et al.'s condition n > 2f + 2, so their guarantee does "
+        f"not hold; it runs as asked, with n - f - 2 = {n - f - 2} "
+        f"neighbours (neighbours=n - f - 1 is the form of Allouah et al. "
+        f"2023, robust for n > 2f)")
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(text: str) -> None:
+  """A ``GuaranteeWarning`` once per process (a grid checks each run at
+  several places, and traces each rule again)."""
+  warnings.warn(text, GuaranteeWarning, stacklevel=4)

@@ -21,13 +21,14 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax import aggregators, experiments, preaggregators, store
+from byzjax import aggregators, checks, experiments, preaggregators, store
 from byzjax import config as config_lib
 from byzjax import data as data_lib
 from byzjax import logs
@@ -758,8 +759,19 @@ def version_text() -> str:
   return f"byzjax {byzjax.__version__} ({', '.join(parts)})"
 
 
+_FORMAT_WARNING = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+  """byzjax's own warnings on one line ("byzjax: warning: ...")."""
+  if issubclass(category, checks.GuaranteeWarning):
+    return f"byzjax: warning: {message}\n"
+  return _FORMAT_WARNING(message, category, filename, lineno, line)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   """The ``byzjax`` command (argv: the arguments; default: the command line)."""
+  warnings.formatwarning = _format_warning
   if argv is None:
     status = main(sys.argv[1:])
     if status == 130:

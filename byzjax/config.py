@@ -59,7 +59,9 @@ class RunConfig:
     aggregator_args: hyperparameters per stage name, e.g.
       ``{"krum": {"neighbours": 12}}``.
     attack: a name of ``byzjax.attacks.names()`` (ignored when f = 0).
-    attack_args: the attack's hyperparameters.
+    attack_args: the attack's hyperparameters, e.g. ``{"z": 1.5}``; or per
+      attack name, e.g. ``{"alie": {"z": 1.5}, "foe": {"eps": 2.0}}`` (a
+      grid over several attacks gives each its own; ``attack_args_of``).
     algorithm: "dshb" (momentum), "dsgd" (momentum 0) or "dgd" (full local
       gradient, momentum 0).
     steps: number of rounds T.
@@ -263,9 +265,25 @@ def build_rule(config: RunConfig, n: Optional[int] = None
   return aggregators.compose(*stages, f=config.rule_f, n=n)
 
 
+def per_attack_name(args: Dict[str, Any]) -> bool:
+  """Whether ``attack_args`` is given per attack name (every key an attack
+  of the registry, every value a mapping) rather than flat."""
+  names = attacks.names()
+  return bool(args) and all(k in names and isinstance(v, dict)
+                            for k, v in args.items())
+
+
+def attack_args_of(config: RunConfig) -> Dict[str, Any]:
+  """The hyperparameters of ``config.attack``: ``attack_args`` itself when
+  flat, its entry for the attack when given per name."""
+  if per_attack_name(config.attack_args):
+    return dict(config.attack_args.get(config.attack, {}))
+  return dict(config.attack_args)
+
+
 def build_attack(config: RunConfig) -> attacks.Attack:
   """The attack of the last f workers (``attacks.make``)."""
-  return attacks.make(config.attack, f=config.f, **config.attack_args)
+  return attacks.make(config.attack, f=config.f, **attack_args_of(config))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ from byzjax import attacks
 from byzjax import data as data_lib
 from byzjax import paper_results
 from byzjax import rule as rule_lib
-from byzjax.config import RunConfig, validate
+from byzjax.config import RunConfig, per_attack_name, validate
 from byzjax.registry import did_you_mean
 
 
@@ -425,10 +425,44 @@ def _slug(text: str, limit: int = 80) -> str:
   return slug[:limit] or "run"
 
 
+def _own_args(config: RunConfig) -> RunConfig:
+  """A grid's per-name hyperparameters narrowed to one run: the entries of
+  ``aggregator_args`` for the stages of its aggregator, and ``attack_args``
+  given per attack name as the flat hyperparameters of its attack (a run
+  valid before is unchanged, so is its id)."""
+  stages = config.aggregator.split("+")
+  own = {k: v for k, v in config.aggregator_args.items() if k in stages}
+  attack = config.attack_args
+  if per_attack_name(attack):
+    attack = dict(attack.get(config.attack, {}))
+  if own == config.aggregator_args and attack == config.attack_args:
+    return config
+  return config.replace(aggregator_args=own, attack_args=attack)
+
+
+def _check_names_used(grid: Grid, runs: Sequence[Run]) -> None:
+  """Every stage of the base's ``aggregator_args`` and every attack of a
+  per-name ``attack_args`` is used by some run (a misspelt name would
+  otherwise be dropped from every run)."""
+  stages = {s for r in runs for s in r.config.aggregator.split("+")}
+  unused = sorted(set(grid.base.aggregator_args) - stages)
+  if unused:
+    raise GridError(f"aggregator_args names stage(s) {unused} that no run of "
+                    f"grid {grid.name!r} uses (its stages: "
+                    f"{', '.join(sorted(stages))})")
+  if per_attack_name(grid.base.attack_args):
+    used = {r.config.attack for r in runs}
+    unused = sorted(set(grid.base.attack_args) - used)
+    if unused:
+      raise GridError(f"attack_args names attack(s) {unused} that no run of "
+                      f"grid {grid.name!r} uses (its attacks: "
+                      f"{', '.join(sorted(used))})")
+
+
 def _apply(grid: Grid, settings: Mapping[str, Any]) -> RunConfig:
   values = {k: (dict(v) if isinstance(v, Mapping) else v)
             for k, v in settings.items()}
-  config = grid.base.replace(**values, seeds=grid.seeds)
+  config = _own_args(grid.base.replace(**values, seeds=grid.seeds))
   if grid.adjust is not None:
     config = grid.adjust(config)
     if not isinstance(config, RunConfig):
@@ -518,6 +552,7 @@ def check(grid: Grid, runs: Optional[Sequence[Run]] = None) -> List[Run]:
       where = ", ".join(f"{k}={short(v)}" for k, v in run.settings.items())
       raise GridError(f"{err} [grid {grid.name!r}, run {where or run.label}]"
                       ) from None
+  _check_names_used(grid, runs)
   _check_distinct(grid, runs)
   return runs
 

@@ -65,7 +65,8 @@ class Cell(NamedTuple):
   Attributes:
     mean: the mean over seeds.
     std: the standard deviation over seeds.
-    text: the cell as the paper prints it ("78.30 ± 07.78").
+    text: the cell with two decimals, "78.30 ± 7.78" (the paper pads its
+      stds to two integer digits, "78.30 ± 07.78"; the digits are the same).
   """
 
   mean: float
@@ -117,7 +118,8 @@ def parse_cell(text: str) -> Cell:
   match = re.fullmatch(r"\s*([0-9.]+)\s*±\s*([0-9.]+)\s*", text)
   if not match:
     raise ValueError(f"expected 'mean ± std', got {text!r}")
-  return Cell(float(match.group(1)), float(match.group(2)), text.strip())
+  mean, std = float(match.group(1)), float(match.group(2))
+  return Cell(mean, std, f"{mean:.2f} ± {std:.2f}")
 
 
 def registry_name(printed: str) -> str:

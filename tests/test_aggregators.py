@@ -97,6 +97,22 @@ def test_cge_sum_is_the_papers_eq7(n, f, d):
     A.get("cge").validate(n, f=f, reduction="total")
 
 
+def test_krum_warns_outside_blanchards_condition():
+  import warnings
+  from byzjax import checks
+  checks._warn_once.cache_clear()  # pylint: disable=protected-access
+  x = jnp.asarray(np.random.default_rng(0).standard_normal((9, 5)), jnp.float32)
+  for name in ("krum", "multi_krum"):
+    with pytest.warns(checks.GuaranteeWarning,
+                      match=rf"{name} with n=9, f=4: n <= 2f \+ 2 = 10"):
+      A.get(name)(x, f=4)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    checks._warn_once.cache_clear()  # pylint: disable=protected-access
+    A.get("krum")(x, f=3)  # n = 9 > 2f + 2 = 8
+    A.get("krum")(x, f=4, neighbours=4)  # Allouah et al.'s n - f - 1 form
+
+
 def test_krum_returns_a_row_bitwise():
   x = data(17, 50, 3)
   out = np.asarray(A.krum(jnp.asarray(x), f=4))

@@ -5,6 +5,7 @@ import csv
 import glob
 import json
 import os
+import re
 import shutil
 import types
 
@@ -475,7 +476,7 @@ def test_paper_numbers_beside_ours():
   # 10.0): the paper's 10.19 is 14.8 away, outside, marked; vs SF: seeds 10,
   # 50 (2 s / sqrt(2) = 40.0): 51.17 is 21.2 away, inside.
   assert [c.strip() for c in paper_lines[0].strip("|").split("|")] == [
-      "paper", "10.19 ± 00.61*", "51.17 ± 06.14", ""]
+      "paper", "10.19 ± 0.61*", "51.17 ± 6.14", ""]
   assert "*: the paper's mean lies outside our mean ± 2 sample std / sqrt(2)" in md
   assert "(paper: D-SHB (f = 0) 98.03 ± 0.70)" in md
   rows = {(r["row"], r["column"]): r for r in ex.table_rows([table])}
@@ -492,7 +493,7 @@ def test_paper_numbers_beside_ours():
       r.run_id: configs["krum-sign_flip"] for r in five})
   line = [l for l in ex.format_markdown([full]).splitlines()
           if l.startswith("|   paper")][0]
-  assert line.strip("| ").endswith("10.19 ± 00.61")
+  assert line.strip("| ").endswith("10.19 ± 0.61")
   # Other settings (f = 6): no paper numbers.
   other = {k: v.replace(f=6) for k, v in configs.items()}
   assert ex.summarize(_hand_records(), paper=paper, configs=other)[0].paper is None
@@ -516,7 +517,7 @@ def test_metric_values():
 def test_paper_table2_as_printed():
   t = paper_results.get("fixing_by_mixing_table2")
   assert len(t.cells) == 12 and all(len(row) == 5 for row in t.cells.values())
-  assert t.cell("krum", "optimized_alie") == (10.19, 0.61, "10.19 ± 00.61")
+  assert t.cell("krum", "optimized_alie") == (10.19, 0.61, "10.19 ± 0.61")
   assert t.cell("nnm+trimmed_mean", "mimic").mean == 96.02
   assert t.cells["bucketing+median"] == t.cells["bucketing+trimmed_mean"]
   assert t.baseline[1][:2] == (98.03, 0.70)
@@ -566,6 +567,32 @@ def test_fingerprint_tracks_settings_not_data_location():
   assert ex.fingerprint(GRID.replace(adjust=lambda c: c.replace(clip=1.0))) != fp
   again = ex.Grid.from_dict(json.loads(json.dumps(GRID.to_dict())))
   assert ex.fingerprint(again) == fp
+
+
+def test_per_name_hyperparameters_reach_only_the_runs_that_use_the_name():
+  base = BASE.replace(n=9, f=2, aggregator_args={"krum": {"neighbours": 5}},
+                      attack_args={"alie": {"eta": 1.0}})
+  grid = ex.Grid("g", base, axes={"aggregator": ["krum", "trimmed_mean"],
+                                  "attack": ["sign_flip", "alie"]})
+  runs = {(r.config.aggregator, r.config.attack): r for r in ex.check(grid)}
+  assert runs["krum", "alie"].config.aggregator_args == {"krum": {"neighbours": 5}}
+  assert runs["trimmed_mean", "alie"].config.aggregator_args == {}
+  assert runs["krum", "alie"].config.attack_args == {"eta": 1.0}
+  assert runs["krum", "sign_flip"].config.attack_args == {}
+  # The same run written flat has the same digest (the same configuration).
+  flat = ex.Grid("g", BASE.replace(n=9, f=2, aggregator="trimmed_mean",
+                                   attack="alie", attack_args={"eta": 1.0}))
+  assert (ex.expand(flat)[0].id.split("-")[-1]
+          == runs["trimmed_mean", "alie"].id.split("-")[-1])
+  # A single RunConfig takes the per-name form too.
+  from byzjax import config as config_lib
+  assert config_lib.attack_args_of(base.replace(attack="alie")) == {"eta": 1.0}
+  assert config_lib.attack_args_of(base.replace(attack="foe")) == {}
+  # A name no run uses is refused (a typo would silently drop it).
+  for args, text in (({"aggregator_args": {"krun": {}}}, "['krun'] that no run"),
+                     ({"attack_args": {"foe": {"eps": 2.0}}}, "['foe'] that no run")):
+    with pytest.raises(ex.GridError, match=re.escape(text)):
+      ex.check(grid.replace(base=BASE.replace(n=9, f=2, **args)))
 
 
 def test_grid_errors_name_the_bad_value():
