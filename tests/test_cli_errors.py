@@ -3,6 +3,7 @@ value or file and what would be valid, exit status 2, before any training,
 and leaves no partial file (issue 15's list, case by case)."""
 
 import errno
+import glob
 import gzip
 import json
 import os
@@ -244,6 +245,21 @@ def test_unusable_compilation_cache_warns_and_trains(tmp_path, capsys,
                  f"BYZJAX_CACHE_DIR to a writable folder, or pass "
                  f"--no-compile-cache)"]
   assert (tmp_path / "o" / "table.md").exists()
+
+
+def test_no_progress_still_names_the_devices_and_a_partial_table(
+    tmp_path, capsys):
+  out = str(tmp_path / "o")
+  assert cli.main(["run", *TINY, "--seeds", "1", "2", "--out", out]) == 0
+  err = capsys.readouterr().err.splitlines()
+  assert "grid run: one cpu device (1 process(es)), no mesh" in err
+  # A seed's result is lost (or another process still trains it): the
+  # table says so, cell by cell, and so does the line after it.
+  os.remove(glob.glob(os.path.join(out, "results", "*", "seed-2.json"))[0])
+  assert cli.main(["report", out, "--no-plots"]) == 0
+  text = capsys.readouterr().out
+  assert "(1 of 2 seeds)" in text and "PARTIAL" in text
+  assert "1 of 2 results in" in text
 
 
 def test_version(capsys):

@@ -158,7 +158,11 @@ def test_a_run_killed_mid_way_resumes_from_its_checkpoint(tmp_path):
                  if os.path.basename(p).isdigit())
   assert saved and saved[-1] < steps // 2  # chunks done < all chunks
   proc = _start(killed, steps, 1e-3)  # the same command again
-  assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  # It says so, on a line of its own (eval_every = 2 rounds per chunk).
+  assert (f"grid killed: NNM + CWTM, seed(s) 1: resumed from the "
+          f"checkpoint at round {2 * saved[-1]}") in err.splitlines(), err[-3000:]
   a = ex.load_grid_results(whole).records
   b = ex.load_grid_results(killed).records
   assert len(a) == len(b) == 1
