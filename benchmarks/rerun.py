@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,8 @@ def main() -> None:
                  "for the results that read one (default: the recorded "
                  "data_dir)")
   args = p.parse_args()
+  # Killed: still remove the worktrees (the finally clause below).
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
   sys.path.insert(0, ROOT)
   from byzjax import provenance  # pylint: disable=g-import-not-at-top
   here = provenance.environment()

@@ -171,9 +171,10 @@ def environment() -> Dict[str, Any]:
   sums by the size of the thread pool (with YNNPACK turned off, the dots and
   convolutions do); no XLA flag of this version removes it
   (``benchmarks/rounding_by_cores.py``). Across machines the CPU matters too:
-  XLA:CPU compiles for the host's instruction set, and committed CNN runs
-  retrained with the same versions, threads and flags on another machine
-  differed from a few rounds on (``benchmarks/rerun.py``). So the record
+  XLA:CPU's oneDNN kernels pick their code by the instruction set, and
+  committed runs retrained with oneDNN held to AVX2 (what a CPU without
+  AVX-512 gets) differed from round 2-11 on, while XLA's own code limited to
+  AVX2 changed nothing (``benchmarks/rerun.py``). So the record
   holds the versions, the devices, the processes, the CPU threads, the CPU
   (``cpu()``), XLA_FLAGS and the other variables of ``numeric_env()``; on
   one machine, results with equal environments are bitwise reproducible.

@@ -81,10 +81,11 @@ def committed_outputs(folder):
 
 
 def quickstart_block():
-  """The first untagged code block after "`byzjax run`" ... "prints"."""
+  """The code block after "`byzjax run`" ... "It prints (the committed"."""
   text = read(os.path.join(ROOT, "README.md"))
   marker = "## Training grids: `byzjax run`"
-  start = text.index("\n```\n", text.index("prints", text.index(marker))) + len("\n```\n")
+  start = text.index("\n```\n", text.index("It prints (the committed", text.index(
+      marker))) + len("\n```\n")
   return text[start:text.index("\n```", start)]
 
 
@@ -153,3 +154,15 @@ def test_byzjax_run_reproduces_the_committed_table(tmp_path):
   committed = read(os.path.join(QUICKSTART, "table.md"))
   assert read(out / "table.md") == committed
   assert committed.rstrip("\n") in proc.stdout
+
+
+def test_quick_start_time_is_the_committed_measurement():
+  """The README's "in about N minutes" is the committed cold run, rounded."""
+  path = os.path.join(ROOT, "benchmarks", "results", "quickstart_time_cpu2.txt")
+  cold = next(l for l in read(path).splitlines() if l.startswith("cold "))
+  wall = cold.split()[1:5]  # "5 min 32 s"
+  minutes = int(wall[0]) + int(wall[2]) / 60 if wall[1] == "min" else int(wall[0]) / 60
+  text = read(os.path.join(ROOT, "README.md"))
+  quick = text[text.index("## Quick start"):text.index("## Training from Python")]
+  assert f"in about {round(minutes)} minutes" in " ".join(quick.split()), (
+      f"README.md's quick start does not say the committed time ({cold})")
