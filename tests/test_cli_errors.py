@@ -260,6 +260,24 @@ def test_no_progress_still_names_the_devices_and_a_partial_table(
   text = capsys.readouterr().out
   assert "(1 of 2 seeds)" in text and "PARTIAL" in text
   assert "1 of 2 results in" in text
+  # --out: the report goes elsewhere, the folder is left as it is.
+  before = {p: os.path.getmtime(p) for p in glob.glob(os.path.join(out, "*"))}
+  other = str(tmp_path / "report")
+  assert cli.main(["report", out, "--no-plots", "--out", other]) == 0
+  assert "(1 of 2 seeds)" in open(os.path.join(other, "table.md")).read()
+  assert {p: os.path.getmtime(p) for p in glob.glob(os.path.join(out, "*"))} == before
+
+
+def test_accelerator_extras_are_jaxs_own():
+  """`pip install 'byzjax[cuda12]'` (cuda13, tpu, cuda) pulls jax's own
+  accelerator extra, as the README and `byzjax info` say."""
+  tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  with open(os.path.join(root, "pyproject.toml"), "rb") as fh:
+    extras = tomllib.load(fh)["project"]["optional-dependencies"]
+  for name, jax_extra in (("cuda12", "cuda12"), ("cuda13", "cuda13"),
+                          ("tpu", "tpu"), ("cuda", "cuda12")):
+    assert extras[name] == [f"jax[{jax_extra}]>=0.4.30"], name
 
 
 def test_version(capsys):
