@@ -416,15 +416,15 @@ def run_grid_from_args(args: argparse.Namespace) -> experiments.Grid:
         settings.pop(field)
       else:
         settings[field] = value[0]
-  if settings.get("split") not in data_lib.DIRICHLET_SPLITS:
+  split = settings.get("split")
+  if split not in data_lib.SPLITS or not data_lib.reads_alpha(split):
     given = axes.get("alpha", [settings.get("alpha")])
     if alpha_given and any(a is not None for a in given):
       shown = " ".join(map(str, given))
       raise UsageError(
-          f"--alpha {shown}: alpha is read only by the Dirichlet splits "
-          f"({', '.join(data_lib.DIRICHLET_SPLITS)}), and split "
-          f"{settings.get('split')!r} ignores it; drop --alpha or choose "
-          f"--split dirichlet")
+          "--" + data_lib.alpha_ignored(shown, [split], "this run").replace(
+              "alpha=", "alpha ", 1)
+          + "; drop --alpha or choose --split dirichlet")
     axes.pop("alpha", None)
     settings["alpha"] = None
   for key in ("aggregators", "attacks"):

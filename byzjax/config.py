@@ -205,14 +205,15 @@ def validate(config: RunConfig) -> Tuple[aggregators.Composed, attacks.Attack]:
   _choice("algorithm", c.algorithm, ALGORITHMS)
   _choice("schedule", c.schedule, SCHEDULES)
   data_lib.DATASETS.get(c.dataset)
-  if c.data_dir is not None and c.dataset not in data_lib.READS_DATA_DIR:
+  if c.data_dir is not None and not data_lib.reads_data_dir(c.dataset):
     raise ValueError(f"data_dir={c.data_dir!r} is not read by dataset "
                      f"{c.dataset!r} (it ships with a Python package); "
-                     f"data_dir is read by {', '.join(data_lib.READS_DATA_DIR)}:"
+                     f"data_dir is read by "
+                     f"{', '.join(data_lib.DATASETS.names_with('reads_data_dir'))}:"
                      f" drop it or choose one of those")
   models.get(c.model)
   scheme = _choice("split", c.split, data_lib.SPLITS.names())
-  if scheme in data_lib.DIRICHLET_SPLITS:
+  if data_lib.reads_alpha(scheme):
     if c.alpha is None or not np.isfinite(c.alpha) or c.alpha <= 0:
       raise ValueError(f"split {scheme!r} needs a finite alpha > 0, got "
                        f"alpha={c.alpha}")

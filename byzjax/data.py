@@ -48,7 +48,7 @@ import glob
 import gzip
 import os
 import zlib
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -62,13 +62,34 @@ NORMALIZATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),  # 14.2
 }
 
+# Datasets register with ``reads_data_dir=True`` when they are read from
+# files (``data_dir``, a prepared copy or tfds); the others ship with Python
+# packages. Splits register with ``reads_alpha=True`` when they take a
+# Dirichlet concentration alpha.
 DATASETS: Registry[Callable[..., "Dataset"]] = Registry("dataset")
 SPLITS: Registry[Callable[..., List[np.ndarray]]] = Registry("split scheme")
-# The schemes that take a Dirichlet concentration alpha.
-DIRICHLET_SPLITS = ("dirichlet", "dirichlet_per_worker")
-# The datasets read from files (``data_dir``, a prepared copy or tfds); the
-# others ship with Python packages.
-READS_DATA_DIR = ("mnist", "fashion_mnist", "cifar10", "mnist_test_as_train")
+
+
+def reads_data_dir(dataset: str) -> bool:
+  """Whether ``dataset`` is read from files (so ``data_dir`` means something)."""
+  return bool(DATASETS.fact(dataset, "reads_data_dir", False))
+
+
+def reads_alpha(split: str) -> bool:
+  """Whether split scheme ``split`` takes a Dirichlet concentration alpha."""
+  return bool(SPLITS.fact(split, "reads_alpha", False))
+
+
+def alpha_splits() -> List[str]:
+  """The split schemes that read alpha ("dirichlet", ...)."""
+  return SPLITS.names_with("reads_alpha")
+
+
+def alpha_ignored(value: Any, splits: Sequence[str], where: str) -> str:
+  """The one message for an alpha that no split of ``where`` reads."""
+  return (f"alpha={value}: alpha is read only by the Dirichlet splits "
+          f"({', '.join(alpha_splits())}), and {where} uses split "
+          f"{' or '.join(map(repr, splits))}")
 # What each standard dataset's images look like (H, W, C).
 _IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
                  "cifar10": (32, 32, 3)}
@@ -520,19 +541,19 @@ def _standard(name: str, data_dir: Optional[str]) -> Dataset:
                  10, name)
 
 
-@DATASETS.register("mnist")
+@DATASETS.register("mnist", reads_data_dir=True)
 def _mnist(*, data_dir=None, seed=0, test_fraction=0.2) -> Dataset:
   del seed, test_fraction
   return _standard("mnist", data_dir)
 
 
-@DATASETS.register("fashion_mnist")
+@DATASETS.register("fashion_mnist", reads_data_dir=True)
 def _fashion_mnist(*, data_dir=None, seed=0, test_fraction=0.2) -> Dataset:
   del seed, test_fraction
   return _standard("fashion_mnist", data_dir)
 
 
-@DATASETS.register("cifar10")
+@DATASETS.register("cifar10", reads_data_dir=True)
 def _cifar10(*, data_dir=None, seed=0, test_fraction=0.2) -> Dataset:
   del seed, test_fraction
   return _standard("cifar10", data_dir)
@@ -604,7 +625,7 @@ def _digits(*, data_dir=None, seed=0, test_fraction=0.2) -> Dataset:
   return Dataset(x[tr], y[tr], x[te], y[te], 10, "digits")
 
 
-@DATASETS.register("mnist_test_as_train")
+@DATASETS.register("mnist_test_as_train", reads_data_dir=True)
 def _mnist_test_as_train(*, data_dir=None, seed=0, test_fraction=0.2
                         ) -> Dataset:
   del seed, test_fraction
@@ -691,7 +712,7 @@ def _split_extreme(labels, *, num_workers, rng, alpha, min_size):
   return np.array_split(order, num_workers)
 
 
-@SPLITS.register("dirichlet")
+@SPLITS.register("dirichlet", reads_alpha=True)
 def _split_dirichlet(labels, *, num_workers, rng, alpha, min_size):
   parts = [[] for _ in range(num_workers)]
   for c in np.unique(labels):
@@ -714,7 +735,7 @@ def _split_dirichlet(labels, *, num_workers, rng, alpha, min_size):
   return parts
 
 
-@SPLITS.register("dirichlet_per_worker")
+@SPLITS.register("dirichlet_per_worker", reads_alpha=True)
 def _split_dirichlet_per_worker(labels, *, num_workers, rng, alpha, min_size):
   classes = np.unique(labels)
   buckets = [np.flatnonzero(labels == c) for c in classes]
@@ -797,7 +818,7 @@ def split(labels, *, num_workers: int, scheme: str = "iid",
   if not 1 <= num_workers <= n:
     raise ValueError(f"num_workers must be in [1, {n}] (the number of "
                      f"samples), got {num_workers}")
-  if scheme in DIRICHLET_SPLITS:
+  if reads_alpha(scheme):
     if alpha is None or not np.isfinite(alpha) or alpha <= 0:
       raise ValueError(f"scheme {scheme!r} needs a finite alpha > 0, got "
                        f"alpha={alpha}")
@@ -806,7 +827,7 @@ def split(labels, *, num_workers: int, scheme: str = "iid",
                        f"num_workers with N={n}), got {min_size}")
   elif alpha is not None:
     raise ValueError(f"alpha is only used by the schemes "
-                     f"{', '.join(DIRICHLET_SPLITS)}, got alpha={alpha} with "
+                     f"{', '.join(alpha_splits())}, got alpha={alpha} with "
                      f"scheme {scheme!r}")
   rng = np.random.default_rng(seed)
   parts = fn(labels, num_workers=num_workers, rng=rng, alpha=alpha,

@@ -257,12 +257,10 @@ class Grid:
     grid = self.replace(base=self.base.replace(**settings)) if settings else self
     if settings.get("alpha") is not None:
       splits = sorted({run.config.split for run in expand(grid)})
-      if not set(splits) & set(data_lib.DIRICHLET_SPLITS):
-        raise ValueError(
-            f"alpha={settings['alpha']}: alpha is read only by the Dirichlet "
-            f"splits ({', '.join(data_lib.DIRICHLET_SPLITS)}), and every run "
-            f"of grid {self.name!r} uses split {' or '.join(map(repr, splits))}; "
-            f"drop alpha or set split=dirichlet too")
+      if not any(data_lib.reads_alpha(s) for s in splits):
+        raise ValueError(data_lib.alpha_ignored(
+            settings["alpha"], splits, f"every run of grid {self.name!r}")
+            + "; drop alpha or set split=dirichlet too")
     return grid.replace(seeds=tuple(seeds)) if seeds is not None else grid
 
   def tiny(self, *, steps: int = 2, values_per_axis: Optional[int] = 2,
@@ -565,7 +563,7 @@ def _check_distinct(grid: Grid, runs: Sequence[Run]) -> None:
   seen: Dict[str, Run] = {}
   for run in runs:
     c = run.config
-    if run.kind != "grid" or c.split in data_lib.DIRICHLET_SPLITS:
+    if run.kind != "grid" or data_lib.reads_alpha(c.split):
       continue
     key = json.dumps(plain(c.replace(alpha=None, seeds=(0,)).to_dict()),
                      sort_keys=True, default=str)
@@ -575,7 +573,7 @@ def _check_distinct(grid: Grid, runs: Sequence[Run]) -> None:
       raise GridError(
           f"runs {first} and {where} of grid {grid.name!r} would train the "
           f"same thing: alpha is read only by the Dirichlet splits "
-          f"({', '.join(data_lib.DIRICHLET_SPLITS)}) and split {c.split!r} "
+          f"({', '.join(data_lib.alpha_splits())}) and split {c.split!r} "
           f"ignores it; drop the alpha values or choose a Dirichlet split")
     seen[key] = run
 
@@ -617,7 +615,7 @@ def summary(grid: Grid) -> str:
       parts.append(f"{field} = {getattr(c, field)}")
   if "split" not in varied:
     split = c.split
-    if c.split in data_lib.DIRICHLET_SPLITS and "alpha" not in varied:
+    if data_lib.reads_alpha(c.split) and "alpha" not in varied:
       split += f" alpha = {c.alpha}"
     parts.append(split)
   if "algorithm" not in varied:

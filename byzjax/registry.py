@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Generic, List, Sequence, TypeVar
+from typing import Any, Callable, Dict, Generic, List, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -41,6 +41,10 @@ def _origin(obj) -> tuple:
 class Registry(Generic[T]):
   """A name -> object mapping whose misses list the valid names.
 
+  Each entry may carry facts given at registration (``register("mnist",
+  reads_data_dir=True)``), which checks read instead of keeping lists of
+  names elsewhere (a plugin's entry then behaves like a built-in one).
+
   Args:
     kind: what the registry holds, used in error messages ("aggregator").
   """
@@ -48,9 +52,10 @@ class Registry(Generic[T]):
   def __init__(self, kind: str):
     self.kind = kind
     self._items: Dict[str, T] = {}
+    self._facts: Dict[str, Dict[str, Any]] = {}
 
-  def register(self, name: str) -> Callable[[T], T]:
-    """Decorator registering ``obj`` under ``name``."""
+  def register(self, name: str, **facts: Any) -> Callable[[T], T]:
+    """Decorator registering ``obj`` under ``name``, with its ``facts``."""
     if name != name.lower() or " " in name or "-" in name:
       raise ValueError(f"{self.kind} names are lower_snake_case, got {name!r}")
 
@@ -60,6 +65,7 @@ class Registry(Generic[T]):
         raise ValueError(f"{self.kind} {name!r} is registered twice (by "
                          f"{_origin(old)[0]} and {_origin(obj)[0]})")
       self._items[name] = obj  # the same definition again: a module reloaded
+      self._facts[name] = dict(facts)
       return obj
 
     return wrap
@@ -80,6 +86,19 @@ class Registry(Generic[T]):
   def names(self) -> List[str]:
     """The registered names, sorted."""
     return sorted(self._items)
+
+  def fact(self, name: str, key: str, default: Any = None) -> Any:
+    """A fact ``name`` was registered with (``default`` if not given).
+
+    Raises:
+      ValueError: ``name`` is unknown (as ``get``).
+    """
+    self.get(name)
+    return self._facts[name.strip().lower().replace("-", "_")].get(key, default)
+
+  def names_with(self, key: str) -> List[str]:
+    """The names registered with a true fact ``key``, sorted."""
+    return [n for n in self.names() if self._facts.get(n, {}).get(key)]
 
   def __contains__(self, name: str) -> bool:
     return name in self._items

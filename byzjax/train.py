@@ -295,7 +295,7 @@ def _pack_seeds(ds: data_lib.Dataset, config: RunConfig) -> workers_lib.WorkerDa
   """Per-seed splits, padded to one shape and stacked on a leading seed axis."""
   holders = config.n if config.byzantine_data else config.honest
   min_size = 1 if config.algorithm == "dgd" else config.batch_size
-  dirichlet = config.split in data_lib.DIRICHLET_SPLITS
+  dirichlet = data_lib.reads_alpha(config.split)
   alpha = config.alpha if dirichlet else None
   limit = len(ds.train_y) // holders
   if dirichlet and min_size > limit:

@@ -113,7 +113,7 @@ CASES = [
      "--alpha 0.1 1.0: alpha is read only by the Dirichlet splits"),
     ("alpha-with-iid", lambda t: ["run", *TINY, "--alpha", "0.5",
                                   "--out", str(t / "o")],
-     "split 'iid' ignores it"),
+     "and this run uses split 'iid'; drop --alpha"),
     ("sweep-alpha-with-iid", lambda t: ["sweep", _iid_grid(t), "--set",
                                         "alpha=0.5", "--out", str(t / "o")],
      "alpha=0.5: alpha is read only by the Dirichlet splits (dirichlet, "

@@ -255,3 +255,33 @@ def test_split_errors():
     data.split(labels, num_workers=3, scheme="dirichlett", alpha=1.0)
   with pytest.raises(ValueError, match="1-D integer"):
     data.split(labels.astype(float), num_workers=3)
+
+
+def test_registrations_carry_what_checks_read():
+  """Whether a dataset reads data_dir and a split reads alpha is said where
+  it is registered, so a plugin's entry is checked like a built-in one."""
+  from byzjax import config as config_lib
+  from byzjax.registry import Registry
+  assert data.DATASETS.names_with("reads_data_dir") == [
+      "cifar10", "fashion_mnist", "mnist", "mnist_test_as_train"]
+  assert data.alpha_splits() == ["dirichlet", "dirichlet_per_worker"]
+  assert data.reads_data_dir("mnist") and not data.reads_data_dir("digits")
+  assert data.reads_alpha("dirichlet") and not data.reads_alpha("iid")
+  with pytest.raises(ValueError, match="unknown split scheme 'diriclet'"):
+    data.reads_alpha("diriclet")
+  registry = Registry("thing")
+  registry.register("a", reads_alpha=True)(len)
+  registry.register("b")(abs)
+  assert registry.names_with("reads_alpha") == ["a"]
+  assert registry.fact("b", "reads_alpha", "none") == "none"
+
+  @data.DATASETS.register("plugin_files_for_test", reads_data_dir=True)
+  def plugin(data_dir=None, seed=0, test_fraction=0.2):  # pylint: disable=unused-argument
+    return data.load("digits", seed=seed)
+
+  config = config_lib.RunConfig(dataset="plugin_files_for_test", data_dir="/x",
+                                model="logistic_regression", n=5, f=1,
+                                split="iid", alpha=None)
+  config_lib.validate(config)  # a plugin reading files takes data_dir
+  with pytest.raises(ValueError, match="is not read by dataset 'digits'"):
+    config_lib.validate(config.replace(dataset="digits"))
