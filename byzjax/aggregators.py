@@ -168,7 +168,7 @@ def _neighbours(rule: str, n: int, f: int, neighbours: Optional[int]) -> int:
                              what=f"{rule}: ")
 
 
-def _check_krum(n: int, *, f: int, neighbours: Optional[int] = None) -> None:
+def _check_krum(n: int, *, f: int, neighbours: Optional[int]) -> None:
   _neighbours("krum", n, f, neighbours)
 
 
@@ -198,8 +198,8 @@ def krum(rows: Rows, *, f: int, neighbours: Optional[int] = None) -> jax.Array:
   return rows.select(jnp.argmin(scores))
 
 
-def _check_multi_krum(n: int, *, f: int, m: Optional[int] = None,
-                      neighbours: Optional[int] = None) -> None:
+def _check_multi_krum(n: int, *, f: int, m: Optional[int],
+                      neighbours: Optional[int]) -> None:
   _neighbours("multi_krum", n, f, neighbours)
   if m is not None:
     checks.check_int("m", m, low=1, high=n, what="multi_krum: ")
@@ -236,7 +236,7 @@ def multi_krum(rows: Rows, *, f: int, m: Optional[int] = None,
 _BULYAN_SELECTIONS = ("krum", "multi_krum")
 
 
-def _check_bulyan(n: int, *, f: int, selection: str = "krum") -> None:
+def _check_bulyan(n: int, *, f: int, selection: str) -> None:
   if n < 4 * f + 3:
     raise ValueError(f"bulyan needs n >= 4f + 3, got n={n}, f={f}; the largest "
                      f"valid f is {(n - 3) // 4}" if n >= 3 else
@@ -312,7 +312,7 @@ def _kept_subsets(n: int, f: int) -> np.ndarray:
   return mask
 
 
-def _check_mda(n: int, *, f: int, max_subsets: int = 200_000) -> None:
+def _check_mda(n: int, *, f: int, max_subsets: int) -> None:
   _check_subsets("mda", n, f, max_subsets)
 
 
@@ -349,7 +349,7 @@ def mda(rows: Rows, *, f: int, max_subsets: int = 200_000) -> jax.Array:
   return rows.combine(best / (n - f))
 
 
-def _check_smea(n: int, *, f: int, max_subsets: int = 20_000) -> None:
+def _check_smea(n: int, *, f: int, max_subsets: int) -> None:
   _check_subsets("smea", n, f, max_subsets)
 
 
@@ -402,7 +402,7 @@ def smea(rows: Rows, *, f: int, max_subsets: int = 20_000) -> jax.Array:
 _CGE_REDUCTIONS = ("mean", "sum")
 
 
-def _check_cge(n: int, *, f: int, reduction: str = "mean") -> None:
+def _check_cge(n: int, *, f: int, reduction: str) -> None:
   checks.check_choice("reduction", reduction, _CGE_REDUCTIONS, what="cge: ")
 
 
@@ -438,7 +438,7 @@ def cge(rows: Rows, *, f: int, reduction: str = "mean") -> jax.Array:
   return rows.combine(keep if reduction == "sum" else keep / (n - f))
 
 
-def _check_monna(n: int, *, f: int, index: int = 0) -> None:
+def _check_monna(n: int, *, f: int, index: int) -> None:
   checks.check_int("index", index, low=0, high=n - 1, what="monna: ")
 
 
@@ -538,8 +538,8 @@ def caf(rows: Rows, *, f: int) -> jax.Array:
 _GM_INITS = ("median", "mean", "zero")
 
 
-def _check_gm(n: int, *, f: int, nu: float = 1e-6, iterations: int = 100,
-              tolerance: float = 1e-6, init: str = "median") -> None:
+def _check_gm(n: int, *, f: int, nu: float, iterations: int,
+              tolerance: float, init: str) -> None:
   checks.check_positive("geometric_median", "nu", nu)
   checks.check_int("iterations", iterations, low=0, what="geometric_median: ")
   checks.check_positive("geometric_median", "tolerance", tolerance,
@@ -687,7 +687,7 @@ def _default_groups(n: int, f: int) -> int:
   return next(g for g in range(2 * f + 1, n + 1) if n % g == 0)
 
 
-def _check_mom(n: int, *, f: int, num_groups: Optional[int] = None,
+def _check_mom(n: int, *, f: int, num_groups: Optional[int],
                **gm_hyper: Any) -> int:
   if num_groups is not None:
     checks.check_int("num_groups", num_groups, low=2 * f + 1, high=n,
@@ -728,7 +728,7 @@ def median_of_means(rows: Rows, *, f: int, num_groups: Optional[int] = None,
   return geometric_median.impl(rows.mixed(jnp.asarray(a)), f=f, **gm_hyper)
 
 
-def _check_cc(n: int, *, f: int, tau: float = 100.0, iterations: int = 1) -> None:
+def _check_cc(n: int, *, f: int, tau: float, iterations: int) -> None:
   checks.check_positive("centered_clipping", "tau", tau)
   checks.check_int("iterations", iterations, low=1, what="centered_clipping: ")
 
@@ -780,8 +780,8 @@ def _dnc_kept(n: int, f: int, filter_frac: float) -> int:
   return n - int(math.floor(filter_frac * f))
 
 
-def _check_dnc(n: int, *, f: int, iterations: int = 5, sub_dim: int = 10_000,
-               filter_frac: float = 1.0) -> None:
+def _check_dnc(n: int, *, f: int, iterations: int, sub_dim: int,
+               filter_frac: float) -> None:
   checks.check_int("iterations", iterations, low=1, what="dnc: ")
   checks.check_int("sub_dim", sub_dim, low=1, what="dnc: ")
   filter_frac = checks.check_real("filter_frac", filter_frac, low=0.0,

@@ -65,7 +65,7 @@ def default_bucket_size(n: int, f: int) -> int:
   return max(1, n // (2 * f)) if f > 0 else 1
 
 
-def _check_bucketing(n: int, *, f: int, bucket_size: Optional[int] = None) -> int:
+def _check_bucketing(n: int, *, f: int, bucket_size: Optional[int]) -> int:
   s = default_bucket_size(n, f) if bucket_size is None else checks.check_int(
       "bucket_size", bucket_size, low=1, high=n, what="bucketing: ")
   return math.ceil(n / s)
@@ -102,7 +102,7 @@ def bucketing(rows: Rows, *, f: int, key: jax.Array,
   return rows.mixed(a)
 
 
-def _check_clipping(n: int, *, f: int, threshold: float = 2.0) -> None:
+def _check_clipping(n: int, *, f: int, threshold: float) -> None:
   checks.check_positive("clipping", "threshold", threshold)
 
 

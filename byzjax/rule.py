@@ -43,6 +43,29 @@ def no_bounds(n: int, *, f: int, **hyper: Any) -> None:
   del n, f, hyper
 
 
+def _hyperparameters(impl: Callable[..., Any], name: str) -> Dict[str, Any]:
+  """name -> default of every parameter after the first that is not ``f``,
+  ``key`` or ``center`` (each is passed by keyword, so a positional-or-keyword
+  one counts); a parameter that cannot be passed by keyword is refused here,
+  at registration, rather than with "valid: none" when it is set."""
+  params = list(inspect.signature(impl).parameters.values())
+  if not params or params[0].kind in (inspect.Parameter.VAR_POSITIONAL,
+                                      inspect.Parameter.VAR_KEYWORD):
+    raise ValueError(f"rule {name!r}: its function must take the (n, d) rows "
+                     f"as its first parameter")
+  out = {}
+  for p in params[1:]:
+    if p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                  inspect.Parameter.VAR_POSITIONAL):
+      raise ValueError(
+          f"rule {name!r}: parameter {p.name!r} cannot be passed by keyword; "
+          f"byzjax passes f and every hyperparameter by name (write "
+          f"def {name}(x, *, f, {p.name}=...))")
+    if p.kind != inspect.Parameter.VAR_KEYWORD and p.name not in _RESERVED:
+      out[p.name] = p.default
+  return out
+
+
 class Rule:
   """A registered aggregation (``kind="aggregator"``, (n, d) -> (d,)) or
   pre-aggregation (``kind="preaggregator"``, (n, d) -> (n', d)) rule.
@@ -57,7 +80,9 @@ class Rule:
     kind: "aggregator" or "preaggregator".
     randomized: True when the rule takes a ``key``.
     uses_center: True when the rule takes a ``center`` (the previous aggregate).
-    hyperparameters: name -> default, read from the function's signature.
+    hyperparameters: name -> default, read from the function's signature
+      (every parameter after the rows but ``f``, ``key`` and ``center``;
+      ``inspect.Parameter.empty`` for one without a default).
   """
 
   def __init__(self, impl: Callable[..., Any], *, name: str, kind: str,
@@ -73,10 +98,7 @@ class Rule:
     self.check = check
     self.randomized = randomized
     self.uses_center = uses_center
-    params = list(inspect.signature(impl).parameters.values())[1:]
-    self.hyperparameters: Dict[str, Any] = {
-        p.name: p.default for p in params if p.name not in _RESERVED
-        and p.kind == inspect.Parameter.KEYWORD_ONLY}
+    self.hyperparameters: Dict[str, Any] = _hyperparameters(impl, name)
     if forwards is not None:  # **kwargs passed on to another rule
       self.hyperparameters.update(forwards.hyperparameters)
 

@@ -124,3 +124,26 @@ def test_unknown_hyperparameters_name_the_valid_ones(changes, message):
           "attack_args": {}}
   with pytest.raises(ValueError, match=message):
     train.Experiment(CONFIG.replace(**{**base, **changes}))
+
+
+def test_registration_reads_every_hyperparameter_or_refuses_at_once():
+  import byzjax  # pylint: disable=g-import-not-at-top
+
+  # A hyperparameter written positional-or-keyword is still one.
+  @byzjax.aggregator("scaled_mean_for_test")
+  def scaled_mean(x, f, scale=2.0):
+    del f
+    return scale * jnp.mean(x, axis=0)
+
+  assert scaled_mean.hyperparameters == {"scale": 2.0}
+  x = jnp.arange(12.0).reshape(4, 3)
+  np.testing.assert_allclose(scaled_mean(x, f=1, scale=3.0),
+                             3.0 * np.mean(np.arange(12.0).reshape(4, 3), 0))
+  with pytest.raises(ValueError, match="valid: scale"):
+    scaled_mean(x, f=1, scal=3.0)
+  # One byzjax cannot pass by name is refused where it is written.
+  with pytest.raises(ValueError, match=r"parameter 'scale' cannot be passed "
+                     r"by keyword.*def positional_for_test\(x, \*, f, scale=\.\.\.\)"):
+    @byzjax.aggregator("positional_for_test")
+    def positional(x, scale, /, f):  # pylint: disable=unused-variable
+      return scale * x[0]
