@@ -130,8 +130,14 @@ class RunConfig:
   diagnostics: bool = True
 
   def __post_init__(self):
-    object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
-    object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))
+    # Lists (JSON) and NumPy ints as tuples of ints; anything else is left
+    # for ``validate`` to refuse with its name.
+    for name in ("seeds", "milestones"):
+      value = getattr(self, name)
+      if isinstance(value, (list, tuple)):
+        object.__setattr__(self, name, tuple(
+            int(v) if isinstance(v, (int, np.integer))
+            and not isinstance(v, (bool, np.bool_)) else v for v in value))
 
   def replace(self, **changes: Any) -> "RunConfig":
     """A copy with some fields changed."""
@@ -184,6 +190,48 @@ def _int_at_least(name: str, value: Any, low: int) -> int:
   return checks.check_int(name, value, low=low)
 
 
+def _check_types(c: RunConfig) -> None:
+  """Every field has its type (one ``ValueError`` naming the field and what
+  it takes), and the ranges no later check covers."""
+  for name in ("dataset", "model", "split", "aggregator", "attack",
+               "algorithm", "schedule"):
+    if not isinstance(getattr(c, name), str):
+      raise ValueError(f"{name} must be a name (a string), got "
+                       f"{getattr(c, name)!r}")
+  if c.data_dir is not None and not isinstance(c.data_dir, str):
+    raise ValueError(f"data_dir must be None or a folder (a string), got "
+                     f"{c.data_dir!r}")
+  for name in ("model_args", "aggregator_args", "attack_args"):
+    if not isinstance(getattr(c, name), dict):
+      raise ValueError(f"{name} must be a dict of hyperparameters, got "
+                       f"{getattr(c, name)!r}")
+  for stage, args in c.aggregator_args.items():
+    if not isinstance(args, dict):
+      raise ValueError(f"aggregator_args[{stage!r}] must be a dict of that "
+                       f"stage's hyperparameters, got {args!r}")
+  for name in ("byzantine_data", "hflip", "diagnostics"):
+    checks.check_bool(name, getattr(c, name))
+  for name in ("learning_rate", "momentum", "gradient_averaging",
+               "weight_decay", "decay_factor", "test_fraction"):
+    checks.check_real(name, getattr(c, name))
+  for name in ("alpha", "clip"):
+    if getattr(c, name) is not None:
+      checks.check_real(name, getattr(c, name))
+  if not 0.0 < c.test_fraction < 1.0:
+    raise ValueError(f"test_fraction must be in (0, 1), got "
+                     f"test_fraction={c.test_fraction}")
+  for name in ("seeds", "milestones"):
+    if not isinstance(getattr(c, name), tuple):
+      raise ValueError(f"{name} must be a list of ints, got "
+                       f"{getattr(c, name)!r}")
+  for seed in c.seeds:
+    checks.check_int("seeds", seed, low=0)
+  for m in c.milestones:
+    checks.check_int("milestones", m, low=1)
+  if list(c.milestones) != sorted(set(c.milestones)):
+    raise ValueError(f"milestones must increase, got {list(c.milestones)}")
+
+
 def validate(config: RunConfig) -> Tuple[aggregators.Composed, attacks.Attack]:
   """Checks a config before any data is loaded or anything compiled.
 
@@ -195,6 +243,7 @@ def validate(config: RunConfig) -> Tuple[aggregators.Composed, attacks.Attack]:
       the valid ones and the closest match).
   """
   c = config
+  _check_types(c)
   n = _int_at_least("n", c.n, 1)
   f = _int_at_least("f", c.f, 0)
   if 2 * f >= n:
