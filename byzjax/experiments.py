@@ -59,7 +59,14 @@ from byzjax.config import RunConfig
 from byzjax.grid import (METRICS, Axis, Baseline, Grid, GridError, Run,  # noqa: F401
                          check, config_from_dict, describe, display, expand,
                          fingerprint, load_grid, read_mapping, summary)
-from byzjax.paper_settings import *  # noqa: F401,F403
+from byzjax.paper_settings import (CGE_FAULT_FREE, CGE_FAULT_FREE_SUM,  # noqa: F401
+                                   CGE_FAULTS, CGE_FILTERS, FBM_ATTACKS,
+                                   FBM_BASELINE, FBM_PRE, FBM_RULES,
+                                   aggregathor_multi_krum, cge_mnist,
+                                   cge_paper_rules, fixing_by_mixing_cifar10,
+                                   fixing_by_mixing_krum,
+                                   fixing_by_mixing_mnist, methods,
+                                   rows_into_last_stage, with_stage_args)
 from byzjax.results import (GridResults, Record, Stat, Table, csv_text,  # noqa: F401
                             evaluation_rows, finite, format_latex,
                             format_markdown, format_stat, metric_value,

@@ -19,6 +19,15 @@ from byzjax import paper_results
 from byzjax.config import RunConfig, build_rule
 from byzjax.grid import Baseline
 
+__all__ = [
+    "CGE_FAULTS", "CGE_FAULT_FREE", "CGE_FAULT_FREE_SUM", "CGE_FILTERS",
+    "FBM_ATTACKS", "FBM_BASELINE", "FBM_PRE", "FBM_RULES",
+    "aggregathor_multi_krum", "cge_mnist", "cge_paper_rules",
+    "fixing_by_mixing_cifar10", "fixing_by_mixing_krum",
+    "fixing_by_mixing_mnist", "methods", "rows_into_last_stage",
+    "with_stage_args",
+]
+
 
 def rows_into_last_stage(config: RunConfig) -> int:
   """How many rows reach the aggregator after the pre-aggregations.
