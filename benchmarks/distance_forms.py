@@ -2,7 +2,7 @@
 
 Every distance rule (Krum, Multi-Krum, NNM, MDA, Bulyan, CAF, ...) starts from
 the (n, n) matrix of squared distances between the rows of an (n, d) float32
-array. byzjax has two forms (``byzjax._xla_cpu``): exact sums of squared
+array. byzjax has two forms (``byzjax.kernels``): exact sums of squared
 differences over column blocks (``_pair_sq_distances``, the XLA:CPU default
 up to 128 rows) and the Gram form centred on the median-norm row
 (``gram_sq_distances``, what ``pairwise_sq_distances`` uses elsewhere: one
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aggregators import time_call  # benchmarks/aggregators.py
-from byzjax import _xla_cpu as X
+from byzjax import kernels as X
 
 
 FORMS = {

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax import _xla_cpu as K
+from byzjax import kernels as K
 from byzjax import checks
 from byzjax import preaggregators  # noqa: F401  (registers the pre-aggregations)
 from byzjax import rule

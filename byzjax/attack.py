@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import checks
-from byzjax._xla_cpu import row_mean as honest_mean  # noqa: F401 (public)
-from byzjax._xla_cpu import row_sq_deviations as _row_sq_deviations
+from byzjax.kernels import row_mean as honest_mean  # noqa: F401 (public)
+from byzjax.kernels import row_sq_deviations as _row_sq_deviations
 from byzjax.registry import Registry
 from byzjax.types import Array, Key
 

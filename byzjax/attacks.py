@@ -47,9 +47,9 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import checks
-from byzjax._xla_cpu import MAX_UNROLLED_ROWS as _MAX_UNROLLED_ROWS
-from byzjax._xla_cpu import row_sum as _row_sum
-from byzjax._xla_cpu import sum_of_squares as _sum_of_squares
+from byzjax.kernels import MAX_UNROLLED_ROWS as _MAX_UNROLLED_ROWS
+from byzjax.kernels import row_sum as _row_sum
+from byzjax.kernels import sum_of_squares as _sum_of_squares
 # The attack API and the optimized attacks, re-exported: the catalogue's face.
 from byzjax.attack import (ATTACKS, INPUTS, Attack, AttackBuilder,  # noqa: F401
                            AttackState, KeyState, attack, check_honest, get,

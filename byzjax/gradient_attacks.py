@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import checks
-from byzjax._xla_cpu import reverse_differentiable, row_sq_distances
+from byzjax.kernels import reverse_differentiable, row_sq_distances
 from byzjax.attack import (ATTACKS, Attack, attack, check_honest, honest_mean,
                            keep_honest, shape_nd)
 from byzjax.optimized_attacks import _simulated_defence

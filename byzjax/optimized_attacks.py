@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from byzjax import checks
-from byzjax._xla_cpu import sum_of_squares
+from byzjax.kernels import sum_of_squares
 from byzjax.attack import (Attack, attack, check_honest, honest_mean,
                            honest_std, keep_honest, shape_nd)
 from byzjax.rows import Rows

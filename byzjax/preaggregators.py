@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from byzjax import _xla_cpu as K
+from byzjax import kernels as K
 from byzjax import checks
 from byzjax import rule
 from byzjax.rows import Rows

@@ -24,7 +24,7 @@ from typing import List, NamedTuple, Optional, Union
 import jax
 import jax.numpy as jnp
 
-from byzjax._xla_cpu import (HIGHEST, MAX_UNROLLED_PAIR_ROWS, clean_rows,
+from byzjax.kernels import (HIGHEST, MAX_UNROLLED_PAIR_ROWS, clean_rows,
                              compute_dtype, finite_or_zero, mask_bad, pairwise_sq_distances,
                              partitioned_rows, row_sq_distances, sorted_rows,
                              sq_distances_and_norms, tree_sum)

@@ -31,7 +31,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 # Kernels' forms for sharded arrays (re-exported for code that traces a rule
 # over a mesh outside the training round).
-from byzjax._xla_cpu import distributed_layout  # noqa: F401
+from byzjax.kernels import distributed_layout  # noqa: F401
 
 RUNS = "runs"
 WORKERS = "workers"

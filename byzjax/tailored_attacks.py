@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from byzjax import checks
-from byzjax._xla_cpu import (MAX_UNROLLED_ROWS, pairwise_sq_distances,
+from byzjax.kernels import (MAX_UNROLLED_ROWS, pairwise_sq_distances,
                              row_sq_distances, row_sum, sort_scores)
 from byzjax.attack import (Attack, attack, check_honest, honest_mean,
                            honest_std, keep_honest, shape_nd)

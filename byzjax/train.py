@@ -67,7 +67,7 @@ from byzjax import sharding
 from byzjax import workers as workers_lib
 from byzjax.config import (ALGORITHMS, SCHEDULES, Execution, RunConfig,
                            build_attack, build_rule, validate)
-from byzjax._xla_cpu import (distributed_layout, row_mean, row_sq_deviations,
+from byzjax.kernels import (distributed_layout, row_mean, row_sq_deviations,
                              sum_of_squares, vector_sum)
 from byzjax.types import Array, Key, PyTree
 

@@ -113,6 +113,24 @@ def test_krum_warns_outside_blanchards_condition():
     A.get("krum")(x, f=4, neighbours=4)  # Allouah et al.'s n - f - 1 form
 
 
+def test_reverse_differentiable_lets_jax_grad_through_a_rule():
+  """Weiszfeld's loop stops on a data-dependent test, which reverse mode
+  cannot transpose; inside ``kernels.reverse_differentiable()`` it runs its
+  full length frozen after the stop: same values, and ``jax.grad`` works
+  (checked against forward mode, which needs no switch)."""
+  from byzjax import kernels
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(7, 5)), jnp.float32)
+  gm = A.get("geometric_median")
+  loss = lambda v: jnp.sum(gm(v, f=2) ** 2)
+  forward = jax.jacfwd(loss)(x)
+  with pytest.raises(ValueError, match="[Rr]everse-mode"):
+    jax.grad(loss)(x)
+  with kernels.reverse_differentiable():
+    np.testing.assert_allclose(loss(x), jnp.sum(gm(x, f=2) ** 2), rtol=1e-6)
+    backward = jax.grad(loss)(x)
+  np.testing.assert_allclose(backward, forward, rtol=1e-4, atol=1e-5)
+
+
 def test_krum_returns_a_row_bitwise():
   x = data(17, 50, 3)
   out = np.asarray(A.krum(jnp.asarray(x), f=4))

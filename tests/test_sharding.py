@@ -31,7 +31,8 @@ def _python(code, devices, *args, timeout=600):
 RULES = """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
-from byzjax import aggregators, sharding
+from byzjax import aggregators, kernels, sharding
+DISTRIBUTED_FORMS = ("median", "krum", "nnm+trimmed_mean", "geometric_median")
 layout = sharding.make_layout(num_seeds=1, runs=1)
 assert layout.workers == len(jax.devices()) == 8, layout
 rng = np.random.default_rng(0)
@@ -55,6 +56,12 @@ for n, f, d in ((13, 3, 203), (16, 3, 208)):
     sharded = jax.jit(laid_out)(jnp.asarray(x))
     out[f"{name}@{d}"] = [np.asarray(plain).tolist(), np.asarray(sharded).tolist(),
                           str(sharded.sharding.spec)]
+    if name in DISTRIBUTED_FORMS:  # the public switch to the partitioned forms
+      with kernels.distributed_layout():
+        spmd = jax.jit(laid_out)(jnp.asarray(x))
+      out[f"{name}@{d} distributed_layout"] = [
+          np.asarray(plain).tolist(), np.asarray(spmd).tolist(),
+          str(spmd.sharding.spec)]
 print(json.dumps(out))
 """
 
@@ -69,7 +76,9 @@ LOOSE = ("geometric_median", "median_of_means", "clipping+geometric_median",
 
 def test_every_rule_on_coordinate_sharded_rows_equals_unsharded():
   out = json.loads(_python(RULES, 8, ",".join(NAMES)).strip().splitlines()[-1])
-  assert set(out) == {f"{n}@{d}" for n in NAMES for d in (203, 208)}
+  spmd = ("median", "krum", "nnm+trimmed_mean", "geometric_median")
+  assert set(out) == {f"{n}@{d}" for n in NAMES for d in (203, 208)} | {
+      f"{n}@{d} distributed_layout" for n in spmd for d in (203, 208)}
   for case, (plain, sharded, spec) in out.items():
     plain, sharded = np.asarray(plain), np.asarray(sharded)
     if case.startswith("mean@"):  # not robust: the non-finite rows propagate
@@ -80,7 +89,7 @@ def test_every_rule_on_coordinate_sharded_rows_equals_unsharded():
     # move it by up to ~1e-4 (distance space on mixed rows), any layout.
     rtol = 1e-3 if case.split("@")[0] in LOOSE else 2e-5
     np.testing.assert_allclose(sharded, plain, rtol=rtol, atol=1e-6, err_msg=case)
-    if case.endswith("@208"):  # an even split stays coordinate-sharded
+    if "@208" in case:  # an even split stays coordinate-sharded
       assert "workers" in spec, (case, spec)
 
 

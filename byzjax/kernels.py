@@ -1,6 +1,20 @@
-"""XLA:CPU kernels over the short worker axis of an (n, d) matrix.
+"""The kernels under every rule and attack: reductions, order statistics and
+distances over the short worker axis of an (n, d) matrix.
 
-The forms below were chosen by measurement (``benchmarks/aggregators.py``,
+Two public switches change how they are traced, never what they compute:
+
+* ``reverse_differentiable()``: inside it, rules take forms that ``jax.grad``
+  can transpose (loops with a data-dependent exit, as in the geometric
+  median's Weiszfeld iterations, run their full length with the state frozen
+  after the exit). Differentiate a rule in reverse mode inside it.
+* ``distributed_layout()``: inside it, kernels take the plain forms that XLA's
+  SPMD partitioner splits (the training round sets it on a mesh); trace
+  rules on arrays sharded over your own mesh inside it.
+
+Outside both, on one CPU device, the kernels take their CPU forms (one
+predicate, ``_cpu_forms``); on a GPU or TPU the plain ones.
+
+The CPU forms below were chosen by measurement (``benchmarks/aggregators.py``,
 ``benchmarks/results/``); each function states what it computes, and the
 measured reason for its form is in ``benchmarks/results/xla_cpu_notes.md``.
 
