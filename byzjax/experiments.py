@@ -45,7 +45,8 @@ import json
 import os
 import shutil
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
+                    Tuple)
 
 from byzjax import data as data_lib
 from byzjax import logs
@@ -231,9 +232,62 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
     data.DatasetNotFoundError: a dataset is not on disk.
   """
   stream = sys.stderr if stream is None else stream
+  datasets = _DatasetCache()
+  plan = _plan(grid, out_dir, overwrite=overwrite, execution=execution,
+               shard=shard, checkpoint_seconds=checkpoint_seconds, log=log,
+               progress=progress, stream=stream, datasets=datasets)
+  leader = sharding.is_leader()
+  if leader and plan.todo:
+    print(f"grid {grid.name}: {sharding.describe(plan.layout)}", file=stream,
+          flush=True)
+  bar = (progress_lib.bar(plan.total, grid.name, stream=stream)
+         if progress and leader and plan.todo else None)
+  trainer = _Trainer(grid, out_dir, plan.execution, bar, stream, leader,
+                     checkpoint_seconds, plan.log, on_result, datasets)
+  try:
+    for i, (run, seeds) in enumerate(plan.todo):
+      trainer.train(run, seeds, f"run {i + 1}/{len(plan.todo)}")
+  finally:
+    if bar is not None:
+      bar.close()
+  results = load_grid_results(out_dir, grid) if leader else GridResults(
+      grid, plan.runs, [], out_dir)
+  if write and leader and results.records:
+    write_outputs(results, out_dir, plots=plots)
+  return results
+
+
+class _Plan(NamedTuple):
+  """What a process of a grid trains, once the folder is ready.
+
+  Attributes:
+    runs: every run of the grid.
+    todo: (run, seeds) this process trains, in grid order.
+    total: the rounds of ``todo``.
+    layout: the devices' mesh (None: one device).
+    execution: how the runs are computed.
+    log: the checked log kinds.
+  """
+
+  runs: List[Run]
+  todo: List[Tuple[Run, List[int]]]
+  total: int
+  layout: Optional[sharding.Layout]
+  execution: train_lib.Execution
+  log: Tuple[str, ...]
+
+
+def _plan(grid: Grid, out_dir: str, *, overwrite: bool,
+          execution: Optional[train_lib.Execution],
+          shard: Optional[Tuple[int, int]],
+          checkpoint_seconds: Optional[float], log: Sequence[str],
+          progress: bool, stream: Any, datasets: "_DatasetCache") -> _Plan:
+  """Checks the grid and the devices, prepares the folder (removed again if
+  it was created and something is refused) and says what is left to train.
+  """
   runs = check(grid)
   try:
-    log = logs.check(log)
+    log = tuple(logs.check(log))
     # The devices and mesh asked for exist (before the folder is touched).
     execution = train_lib.Execution() if execution is None else execution
     layout = sharding.make_layout(execution.device_list(), runs=execution.runs,
@@ -249,125 +303,128 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
     if leader:
       with folder_lock(out_dir):
         report = prepare_folder(grid, out_dir, runs, overwrite=overwrite)
+      for line in report.messages():
+        print(f"grid {grid.name}: {line}", file=stream, flush=True)
+    keys = [(r, s) for r in runs for s in grid.seeds]
+    mine = [k for i, k in enumerate(keys)
+            if shard is None or i % shard[1] == shard[0]]
+    # What prepare_folder found saved (read once); a result another process
+    # saves meanwhile is caught when its claim is taken. Several processes
+    # of one jax.distributed job train together: the leader's folder decides.
+    saved = set(report.reused) if leader else set()
+    flags = sharding.agree([(r.id, s) in saved for r, s in mine])
+    todo = [(r, s) for (r, s), is_saved in zip(mine, flags) if not is_saved]
+    total = sum(r.config.steps for r, _ in todo)
+    if progress and leader:
+      where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)})"
+      print(f"grid {grid.name}: {len(runs)} runs x {len(grid.seeds)} seed(s) = "
+            f"{len(keys)}{where}; {len(mine) - len(todo)} saved, {len(todo)} to "
+            f"train ({total} rounds); results in {out_dir}", file=stream,
+            flush=True)
+    by_run: Dict[str, List[int]] = {}
+    for r, s in todo:
+      by_run.setdefault(r.id, []).append(s)
+    todo_runs = [(r, by_run[r.id]) for r in runs if r.id in by_run]
+    if todo_runs:
+      preflight([r for r, _ in todo_runs], datasets)
   except BaseException:
     if created:  # refused before anything was trained: leave no folder
       shutil.rmtree(out_dir, ignore_errors=True)
     raise
-  if leader:
-    for line in report.messages():
-      print(f"grid {grid.name}: {line}", file=stream, flush=True)
-  keys = [(r, s) for r in runs for s in grid.seeds]
-  mine = [k for i, k in enumerate(keys)
-          if shard is None or i % shard[1] == shard[0]]
-  # What prepare_folder found saved (read once); a result another process
-  # saves meanwhile is caught when its claim is taken below.
-  saved = set(report.reused) if leader else set()
-  # Several processes of one jax.distributed job train the same runs
-  # together: the leader's folder decides what is left.
-  flags = sharding.agree([(r.id, s) in saved for r, s in mine])
-  todo = [(r, s) for (r, s), is_saved in zip(mine, flags) if not is_saved]
-  total = sum(r.config.steps for r, _ in todo)
-  progress = progress and leader
-  if progress:
-    where = "" if shard is None else f" (shard {shard[0]}/{shard[1]}: {len(mine)})"
-    print(f"grid {grid.name}: {len(runs)} runs x {len(grid.seeds)} seed(s) = "
-          f"{len(keys)}{where}; {len(mine) - len(todo)} saved, {len(todo)} to "
-          f"train ({total} rounds); results in {out_dir}", file=stream,
-          flush=True)
-  by_run: Dict[str, List[int]] = {}
-  for r, s in todo:
-    by_run.setdefault(r.id, []).append(s)
-  todo_runs = [(r, by_run[r.id]) for r in runs if r.id in by_run]
-  datasets = _DatasetCache()
-  if todo_runs:
-    try:
-      preflight([r for r, _ in todo_runs], datasets)
-    except BaseException:
-      if created and leader:  # e.g. data not on disk: leave no folder
-        shutil.rmtree(out_dir, ignore_errors=True)
-      raise
-  if leader and todo:
-    print(f"grid {grid.name}: {sharding.describe(layout)}", file=stream,
-          flush=True)
-  bar = progress_lib.bar(total, grid.name, stream=stream) if progress and todo else None
+  return _Plan(runs, todo_runs, total, layout, execution, log)
 
-  def say(text: str) -> None:
+
+class _Trainer:
+  """Trains one run's seeds of a grid at a time: claims them, builds the
+  run, saves each seed's result as it comes, checkpoints, logs, reports."""
+
+  def __init__(self, grid: Grid, out_dir: str, execution: train_lib.Execution,
+               bar: Any, stream: Any, leader: bool,
+               checkpoint_seconds: Optional[float], log: Tuple[str, ...],
+               on_result: Optional[Callable[[Record], None]],
+               datasets: "_DatasetCache"):
+    self.grid, self.out_dir, self.execution = grid, out_dir, execution
+    self.bar, self.stream, self.leader = bar, stream, leader
+    self.checkpoint_seconds, self.log = checkpoint_seconds, log
+    self.on_result, self.datasets = on_result, datasets
+
+  def say(self, text: str) -> None:
     """A line of its own, never glued onto the progress bar."""
-    if bar is not None:
-      bar.write(f"grid {grid.name}: {text}", file=stream)
+    line = f"grid {self.grid.name}: {text}"
+    if self.bar is not None:
+      self.bar.write(line, file=self.stream)
     else:
-      print(f"grid {grid.name}: {text}", file=stream, flush=True)
+      print(line, file=self.stream, flush=True)
 
-  try:
-    for i, (run, seeds) in enumerate(todo_runs):
-      claims = {}
-      if jax_process_count() == 1:  # one job: claims keep processes apart
-        for s in seeds:
-          owned = claim(out_dir, run.id, s)
-          if owned is None:
-            continue
-          # Another process may have saved it since we looked, then released.
-          if load_result(out_dir, run, s) is not None:
-            release(owned)
-            continue
-          claims[s] = owned
-        if bar is not None and len(claims) < len(seeds):
-          bar.update(run.config.steps * (len(seeds) - len(claims)))
-        seeds = [s for s in seeds if s in claims]
-        if not seeds:
-          continue  # another process trains them
-      if bar is not None:
-        bar.set_postfix_str(f"run {i + 1}/{len(todo_runs)}: {_run_text(run)}",
-                            refresh=True)
-      try:
-        # Built with every seed of the grid, so that a resumed grid checks
-        # the same shards as an uninterrupted one; trains the missing seeds.
-        exp = train_lib.Experiment(run.config, dataset=datasets.get(run.config),
-                                   execution=execution)
+  def claim(self, run: Run, seeds: Sequence[int]) -> Dict[int, Any]:
+    """{seed: claim} of the seeds no other process trains or has saved."""
+    claims = {}
+    for s in seeds:
+      owned = claim(self.out_dir, run.id, s)
+      if owned is None:
+        continue
+      # Another process may have saved it since we looked, then released.
+      if load_result(self.out_dir, run, s) is not None:
+        release(owned)
+        continue
+      claims[s] = owned
+    if self.bar is not None and len(claims) < len(seeds):
+      self.bar.update(run.config.steps * (len(seeds) - len(claims)))
+    return claims
 
-        def persist(result, run=run):
-          if leader:
-            save_result(out_dir, run, result)
-          release(claims.pop(result.seed, None))
-          if on_result is not None:
-            on_result(record_of(run, result))
+  def checkpoints(self, run: Run) -> Optional[OrbaxCheckpoints]:
+    """The run's checkpoints (None: none asked); a resume is announced."""
+    if not self.checkpoint_seconds:
+      return None
+    lengths = train_lib.chunk_lengths(run.config.steps, run.config.eval_every)
 
-        def advance(rounds):
-          for owned in claims.values():
-            heartbeat(owned)
-          if bar is not None:
-            bar.update(rounds)
+    def resumed(seeds, chunks):
+      if self.leader:
+        self.say(f"{_run_text(run)}, seed(s) {', '.join(map(str, seeds))}: "
+                 f"resumed from the checkpoint at round {sum(lengths[:chunks])}")
 
-        checkpoints = None
-        if checkpoint_seconds:
-          lengths = train_lib.chunk_lengths(run.config.steps,
-                                            run.config.eval_every)
+    return OrbaxCheckpoints(self.out_dir, run.id, self.checkpoint_seconds,
+                            on_restore=resumed)
 
-          def resumed(seeds, chunks, run=run, lengths=lengths):
-            if leader:
-              say(f"{_run_text(run)}, seed(s) {', '.join(map(str, seeds))}: "
-                  f"resumed from the checkpoint at round {sum(lengths[:chunks])}")
+  def train(self, run: Run, seeds: List[int], where: str) -> None:
+    """Trains ``seeds`` of ``run`` (those still unclaimed, in one job of
+    many processes all of them), saving each result as soon as it is done."""
+    claims = {}
+    if jax_process_count() == 1:  # one job: claims keep processes apart
+      claims = self.claim(run, seeds)
+      seeds = [s for s in seeds if s in claims]
+      if not seeds:
+        return  # another process trains them
+    if self.bar is not None:
+      self.bar.set_postfix_str(f"{where}: {_run_text(run)}", refresh=True)
+    try:
+      # Built with every seed of the grid, so that a resumed grid checks
+      # the same shards as an uninterrupted one; trains the missing seeds.
+      exp = train_lib.Experiment(run.config, dataset=self.datasets.get(run.config),
+                                 execution=self.execution)
 
-          checkpoints = OrbaxCheckpoints(out_dir, run.id, checkpoint_seconds,
-                                         on_restore=resumed)
-        logger = logs.make(
-            log, log_dir=os.path.join(out_dir, "logs", run.id),
-            name=f"{grid.name}/{run.id}", config=run.config.to_dict()
-        ) if log and leader else None
-        exp.run(seeds=seeds, progress=advance, on_result=persist,
-                checkpoints=checkpoints, log=logger)
-        del exp
-      finally:
+      def persist(result):
+        if self.leader:
+          save_result(self.out_dir, run, result)
+        release(claims.pop(result.seed, None))
+        if self.on_result is not None:
+          self.on_result(record_of(run, result))
+
+      def advance(rounds):
         for owned in claims.values():
-          release(owned)
-  finally:
-    if bar is not None:
-      bar.close()
-  results = load_grid_results(out_dir, grid) if leader else GridResults(
-      grid, runs, [], out_dir)
-  if write and leader and results.records:
-    write_outputs(results, out_dir, plots=plots)
-  return results
+          heartbeat(owned)
+        if self.bar is not None:
+          self.bar.update(rounds)
+
+      logger = logs.make(
+          self.log, log_dir=os.path.join(self.out_dir, "logs", run.id),
+          name=f"{self.grid.name}/{run.id}", config=run.config.to_dict()
+      ) if self.log and self.leader else None
+      exp.run(seeds=seeds, progress=advance, on_result=persist,
+              checkpoints=self.checkpoints(run), log=logger)
+    finally:
+      for owned in claims.values():
+        release(owned)
 
 
 def jax_process_count() -> int:
