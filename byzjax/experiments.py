@@ -74,12 +74,14 @@ from byzjax.results import (GridResults, Record, Stat, Table, csv_text,  # noqa:
                             record_of, round_rows, stat_of, summarize,
                             table_rows,
                             write_csv)
+from byzjax.checkpoints import OrbaxCheckpoints  # noqa: F401
+from byzjax.claims import claim, heartbeat, release  # noqa: F401
 from byzjax.store import (GRID_FILE, OUTPUT_FILES, RESULTS_DIR,  # noqa: F401
-                          FolderBusyError, GridMismatchError, OrbaxCheckpoints,
+                          FolderBusyError, GridMismatchError,
                           OutputFolderError, atomic_open, atomic_write,
-                          check_output_folder, claim, folder_lock,
-                          heartbeat, load_result, prepare_folder, release,
-                          result_path, runs_from_results, save_result)
+                          check_output_folder, folder_lock, load_result,
+                          prepare_folder, result_path, runs_from_results,
+                          save_result)
 from byzjax.grid import hashable, plain, short
 
 
@@ -196,7 +198,7 @@ def run_grid(grid: Grid, out_dir: str, *, overwrite: bool = False,
   uninterrupted run, and a run killed mid-way continues from its last
   checkpoint. Many processes (one per GPU, SLURM array tasks, hosts on a
   shared filesystem) can fill one folder together: each (run, seed) is
-  claimed by one process before it trains (``store.claim``), so none is
+  claimed by one process before it trains (``claims.claim``), so none is
   trained twice, and ``shard`` splits the grid deterministically between
   them. A folder grows with its grid: adding rules, attacks or seeds trains
   only what is new (``store.prepare_folder``).

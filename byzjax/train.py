@@ -260,7 +260,7 @@ class Programs(NamedTuple):
 
 
 class Checkpoints(Protocol):
-  """Where ``Experiment.run`` saves runs in progress (``store.OrbaxCheckpoints``).
+  """Where ``Experiment.run`` saves runs in progress (``checkpoints.OrbaxCheckpoints``).
 
   ``seeds`` names one program input (one seed, or the vectorized seeds);
   ``history`` is the curves so far: ``{"accuracies": (E, ...) array,
@@ -710,7 +710,7 @@ class Experiment:
         (sequential seeds: one at a time; vmapped seeds: all at the end), so
         that a caller can persist it at once.
       checkpoints: where to save the run in progress between evaluations
-        and restart it from (``store.OrbaxCheckpoints``); a restored run ends
+        and restart it from (``checkpoints.OrbaxCheckpoints``); a restored run ends
         with exactly the numbers of an uninterrupted one.
       log: where to write the curves as they come (``logs.make``:
         TensorBoard, W&B), or None.

@@ -16,6 +16,7 @@ import pytest
 
 from byzjax import experiments as ex
 from byzjax import grid as grid_lib
+from byzjax import claims
 from byzjax import provenance
 from byzjax import store
 from byzjax import train
@@ -95,26 +96,26 @@ def test_three_processes_on_one_folder_train_each_run_once(reference, tmp_path):
 
 def test_claims_exclude_and_dead_owners_are_replaced(tmp_path):
   out = str(tmp_path)
-  mine = store.claim(out, "run", 1)
+  mine = claims.claim(out, "run", 1)
   assert mine is not None
-  assert store.claim(out, "run", 1) is None  # held by a live process (us)
-  store.release(mine)
-  again = store.claim(out, "run", 1)
+  assert claims.claim(out, "run", 1) is None  # held by a live process (us)
+  claims.release(mine)
+  again = claims.claim(out, "run", 1)
   assert again is not None
   # A claim whose process is gone is taken over.
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
   with open(again.path, "w", encoding="utf-8") as fh:
     json.dump({"host": os.uname().nodename, "pid": dead.pid, "started": 0}, fh)
-  assert store.claim(out, "run", 1) is not None
+  assert claims.claim(out, "run", 1) is not None
   # Another host's claim is live while its heartbeat is fresh.
-  other = store.claim(out, "run", 2)
+  other = claims.claim(out, "run", 2)
   with open(other.path, "w", encoding="utf-8") as fh:
     json.dump({"host": "elsewhere", "pid": 1, "started": 0}, fh)
-  assert store.claim(out, "run", 2, stale_after=60) is None
+  assert claims.claim(out, "run", 2, stale_after=60) is None
   past = time.time() - 120
   os.utime(other.path, (past, past))
-  assert store.claim(out, "run", 2, stale_after=60) is not None
+  assert claims.claim(out, "run", 2, stale_after=60) is not None
 
 
 KILLED = """
