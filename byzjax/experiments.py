@@ -51,6 +51,7 @@ from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
 from byzjax import data as data_lib
 from byzjax import logs
 from byzjax import progress as progress_lib
+from byzjax import provenance
 from byzjax import sharding
 from byzjax import train as train_lib
 from byzjax.config import RunConfig
@@ -287,6 +288,9 @@ def _plan(grid: Grid, out_dir: str, *, overwrite: bool,
   """Checks the grid and the devices, prepares the folder (removed again if
   it was created and something is refused) and says what is left to train.
   """
+  # The source commit is read now, while the checkout holds the code this
+  # process imported (read at the first save, it once named later edits).
+  provenance.versions()
   runs = check(grid)
   try:
     log = tuple(logs.check(log))

@@ -97,9 +97,9 @@ def versions() -> Dict[str, str]:
   the one it was built from (``pip install .`` records it; a package built
   without git, e.g. from an sdist, has none).
 
-  Read once per process, when first asked (a grid asks when it starts): the
-  code a process runs is the code it imported, whatever the checkout holds
-  later.
+  Read once per process, when first asked (``run_grid`` asks before it
+  trains anything): the code a process runs is the code it imported,
+  whatever the checkout holds later.
   """
   return dict(_versions())
 
