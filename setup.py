@@ -5,12 +5,12 @@ the byzjax commit that trained it (``byzjax.provenance.versions``): from a
 checkout git says it at run time; an installed copy (``pip install .``, a
 wheel) has no checkout, so the build writes byzjax/_build.json with the
 commit (and "+dirty" when byzjax/ had uncommitted changes) when it is built
-from a git checkout.
+from a git checkout, as ``byzjax.provenance.source_commit`` reads it.
 """
 
+import importlib.util
 import json
 import os
-import subprocess
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
@@ -18,13 +18,17 @@ from setuptools.command.build_py import build_py
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _git(*args):
-  try:
-    done = subprocess.run(["git", "-C", HERE, *args], capture_output=True,
-                          text=True, timeout=30)
-  except (OSError, subprocess.SubprocessError):
-    return None
-  return done.stdout.strip() if done.returncode == 0 else None
+def _source_commit():
+  """``byzjax.provenance.source_commit`` of this checkout's byzjax/.
+
+  provenance.py is loaded by path: it needs the standard library only, while
+  importing the package would import jax, which a build may not have yet.
+  """
+  spec = importlib.util.spec_from_file_location(
+      "_byzjax_provenance", os.path.join(HERE, "byzjax", "provenance.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.source_commit(os.path.join(HERE, "byzjax"))
 
 
 class BuildWithCommit(build_py):
@@ -32,17 +36,12 @@ class BuildWithCommit(build_py):
 
   def run(self):
     super().run()
-    top = _git("rev-parse", "--show-toplevel")
-    commit = _git("rev-parse", "HEAD")
-    changed = _git("status", "--porcelain", "--untracked-files=no", "--", "byzjax")
-    if not (top and commit and os.path.samefile(top, HERE)) or changed is None:
-      return
+    commit = _source_commit()
     folder = os.path.join(self.build_lib, "byzjax")
-    if not os.path.isdir(folder):  # an editable install copies nothing
+    if commit is None or not os.path.isdir(folder):  # editable: nothing copied
       return
-    path = os.path.join(folder, "_build.json")
-    with open(path, "w", encoding="utf-8") as fh:
-      json.dump({"commit": commit + ("+dirty" if changed else "")}, fh)
+    with open(os.path.join(folder, "_build.json"), "w", encoding="utf-8") as fh:
+      json.dump({"commit": commit}, fh)
 
 
 setup(cmdclass={"build_py": BuildWithCommit})

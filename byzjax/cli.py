@@ -422,8 +422,7 @@ def run_grid_from_args(args: argparse.Namespace) -> experiments.Grid:
     if alpha_given and any(a is not None for a in given):
       shown = " ".join(map(str, given))
       raise UsageError(
-          "--" + data_lib.alpha_ignored(shown, [split], "this run").replace(
-              "alpha=", "alpha ", 1)
+          data_lib.alpha_ignored(f"--alpha {shown}", [split], "this run")
           + "; drop --alpha or choose --split dirichlet")
     axes.pop("alpha", None)
     settings["alpha"] = None
@@ -576,11 +575,14 @@ def _os_error_text(err: OSError) -> str:
   return f"{err.strerror}:{where}"
 
 
-def _guarded(prog: str, body: Callable[[], int]) -> int:
-  """Runs ``body``; bad input, missing or damaged files and failed writes
-  become one line on stderr and exit status 2 ($BYZJAX_DEBUG=1: the
-  traceback instead)."""
+def _guarded(prog: str, body: Callable[[], int],
+             plugins: Sequence[str] = ()) -> int:
+  """Imports ``plugins`` (``--plugin``), then runs ``body``; bad input,
+  missing or damaged files and failed writes become one line on stderr and
+  exit status 2 ($BYZJAX_DEBUG=1: the traceback instead)."""
   try:
+    for spec in plugins:
+      load_plugin(spec)
     return body()
   except (UsageError, experiments.GridError, experiments.FolderBusyError,
           data_lib.DataError, OSError) as err:
@@ -596,8 +598,6 @@ def run(argv: Optional[List[str]] = None) -> int:
   args = run_parser().parse_args(argv)
 
   def body():
-    for spec in args.plugin:
-      load_plugin(spec)
     try:
       grid = run_grid_from_args(args)
     except ValueError as err:
@@ -605,7 +605,7 @@ def run(argv: Optional[List[str]] = None) -> int:
     out = args.out or _default_out(grid, exact=False)
     return _execute("byzjax run", grid, args, out)
 
-  return _guarded("byzjax run", body)
+  return _guarded("byzjax run", body, args.plugin)
 
 
 def sweep(argv: Optional[List[str]] = None) -> int:
@@ -613,8 +613,6 @@ def sweep(argv: Optional[List[str]] = None) -> int:
   args = _sweep_parser().parse_args(argv)
 
   def body():
-    for spec in args.plugin:
-      load_plugin(spec)
     try:
       grid = sweep_grid_from_args(args)
     except UsageError:
@@ -625,7 +623,7 @@ def sweep(argv: Optional[List[str]] = None) -> int:
     out = args.out or _default_out(grid, exact=exact)
     return _execute("byzjax sweep", grid, args, out)
 
-  return _guarded("byzjax sweep", body)
+  return _guarded("byzjax sweep", body, args.plugin)
 
 
 def report(argv: Optional[List[str]] = None) -> int:
@@ -645,8 +643,6 @@ def report(argv: Optional[List[str]] = None) -> int:
   args = p.parse_args(argv)
 
   def body():
-    for spec in args.plugin:
-      load_plugin(spec)
     results = experiments.load_grid_results(args.out, seeds=args.seeds)
     if not results.records:
       raise UsageError(f"{args.out} holds no finished results yet")
@@ -663,13 +659,12 @@ def report(argv: Optional[List[str]] = None) -> int:
       print(line)
     return 0
 
-  return _guarded("byzjax report", body)
+  return _guarded("byzjax report", body, args.plugin)
 
 
 def data(argv: Optional[List[str]] = None) -> int:
   """`byzjax data prepare NAME --from DIR` / `byzjax data list`."""
-  p = _Parser(allow_abbrev=False, prog="byzjax data",
-                              description=(
+  p = _Parser(allow_abbrev=False, prog="byzjax data", description=(
       "Prepare a standard dataset once from files you downloaded (no "
       "TensorFlow needed), or list the prepared ones. byzjax never "
       "downloads."))
@@ -716,8 +711,6 @@ def info(argv: Optional[List[str]] = None) -> int:
   args = p.parse_args(argv)
 
   def body():
-    for spec in args.plugin:
-      load_plugin(spec)
     from byzjax import provenance  # pylint: disable=g-import-not-at-top
     devices = jax.devices()
     kinds = sorted({d.device_kind for d in devices})
@@ -733,7 +726,7 @@ def info(argv: Optional[List[str]] = None) -> int:
             "'byzjax[tpu]'; see README)")
     return 0
 
-  return _guarded("byzjax info", body)
+  return _guarded("byzjax info", body, args.plugin)
 
 
 _COMMANDS = {

@@ -59,8 +59,8 @@ class RunConfig:
     aggregator_args: hyperparameters per stage name, e.g.
       ``{"krum": {"neighbours": 12}}``.
     attack: a name of ``byzjax.attacks.names()`` (ignored when f = 0).
-    attack_args: the attack's hyperparameters, e.g. ``{"z": 1.5}``; or per
-      attack name, e.g. ``{"alie": {"z": 1.5}, "foe": {"eps": 2.0}}`` (a
+    attack_args: the attack's hyperparameters, e.g. ``{"eta": 1.5}``; or per
+      attack name, e.g. ``{"alie": {"eta": 1.5}, "foe": {"eta": 0.5}}`` (a
       grid over several attacks gives each its own; ``attack_args_of``).
     algorithm: "dshb" (momentum), "dsgd" (momentum 0) or "dgd" (full local
       gradient, momentum 0).

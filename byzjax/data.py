@@ -48,7 +48,7 @@ import glob
 import gzip
 import os
 import zlib
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -85,11 +85,14 @@ def alpha_splits() -> List[str]:
   return SPLITS.names_with("reads_alpha")
 
 
-def alpha_ignored(value: Any, splits: Sequence[str], where: str) -> str:
-  """The one message for an alpha that no split of ``where`` reads."""
-  return (f"alpha={value}: alpha is read only by the Dirichlet splits "
+def alpha_ignored(given: str, splits: Sequence[str], where: str) -> str:
+  """The one message for an alpha (``given``: "alpha=0.5", "--alpha 0.5")
+  that no split of ``where`` reads."""
+  return (f"{given}: alpha is read only by the Dirichlet splits "
           f"({', '.join(alpha_splits())}), and {where} uses split "
           f"{' or '.join(map(repr, splits))}")
+
+
 # What each standard dataset's images look like (H, W, C).
 _IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1),
                  "cifar10": (32, 32, 3)}

@@ -26,7 +26,7 @@ from byzjax import attacks
 from byzjax import data as data_lib
 from byzjax import paper_results
 from byzjax import rule as rule_lib
-from byzjax.config import RunConfig, per_attack_name, validate
+from byzjax.config import RunConfig, attack_args_of, per_attack_name, validate
 from byzjax.registry import did_you_mean
 
 
@@ -259,7 +259,8 @@ class Grid:
       splits = sorted({run.config.split for run in expand(grid)})
       if not any(data_lib.reads_alpha(s) for s in splits):
         raise ValueError(data_lib.alpha_ignored(
-            settings["alpha"], splits, f"every run of grid {self.name!r}")
+            f"alpha={settings['alpha']}", splits,
+            f"every run of grid {self.name!r}")
             + "; drop alpha or set split=dirichlet too")
     return grid.replace(seeds=tuple(seeds)) if seeds is not None else grid
 
@@ -430,9 +431,7 @@ def _own_args(config: RunConfig) -> RunConfig:
   valid before is unchanged, so is its id)."""
   stages = config.aggregator.split("+")
   own = {k: v for k, v in config.aggregator_args.items() if k in stages}
-  attack = config.attack_args
-  if per_attack_name(attack):
-    attack = dict(attack.get(config.attack, {}))
+  attack = attack_args_of(config)
   if own == config.aggregator_args and attack == config.attack_args:
     return config
   return config.replace(aggregator_args=own, attack_args=attack)

@@ -33,6 +33,11 @@ def did_you_mean(name: str, valid: Sequence[str], *, count: int = 1,
       f" (did you mean {names}?)"
 
 
+def _key(name: str) -> str:
+  """The registry key a name is looked up by ("Multi-Krum " -> "multi_krum")."""
+  return name.strip().lower().replace("-", "_")
+
+
 def _origin(obj) -> tuple:
   """Where an object was defined: (module, qualified name)."""
   return (getattr(obj, "__module__", None), getattr(obj, "__qualname__", None))
@@ -76,7 +81,7 @@ class Registry(Generic[T]):
     Raises:
       ValueError: naming the closest valid names when ``name`` is unknown.
     """
-    key = name.strip().lower().replace("-", "_")
+    key = _key(name)
     if key in self._items:
       return self._items[key]
     hint = did_you_mean(key, list(self._items), count=3)
@@ -94,7 +99,7 @@ class Registry(Generic[T]):
       ValueError: ``name`` is unknown (as ``get``).
     """
     self.get(name)
-    return self._facts[name.strip().lower().replace("-", "_")].get(key, default)
+    return self._facts[_key(name)].get(key, default)
 
   def names_with(self, key: str) -> List[str]:
     """The names registered with a true fact ``key``, sorted."""

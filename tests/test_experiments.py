@@ -383,6 +383,12 @@ HAND = {
 }
 
 
+def _markdown_cells(md):
+  """The cells of every table line of Markdown text, stripped."""
+  return [[c.strip() for c in l.strip("|").split("|")]
+          for l in md.splitlines() if l.startswith("|")]
+
+
 def _hand_records():
   records = [_record(agg, att, seed, [0.1, v])
              for (agg, att), values in HAND.items()
@@ -422,8 +428,7 @@ def test_a_partial_table_marks_cells_missing_seeds_and_keeps_column_order():
                           all_seeds=2)
   assert table.columns == ["optimized_alie", "sign_flip"]  # the grid's order
   md = ex.format_markdown([table])
-  cells = [[c.strip() for c in l.strip("|").split("|")]
-           for l in md.splitlines() if l.startswith("|")]
+  cells = _markdown_cells(md)
   assert cells[0] == ["aggregator \\ attack", "ALIE", "SF", "worst case"]
   # 10% alone: "(1 of 2 seeds)"; its worst case says the row misses seeds.
   assert cells[2] == ["Krum", "", "10.00 (1 of 2 seeds)",
@@ -442,8 +447,7 @@ def test_a_partial_table_marks_cells_missing_seeds_and_keeps_column_order():
 def test_markdown_and_csv_tables_match_hand_checked_values():
   tables = ex.summarize(_hand_records())
   md = ex.format_markdown(tables)
-  lines = [l for l in md.splitlines() if l.startswith("|")]
-  cells = [[c.strip() for c in l.strip("|").split("|")] for l in lines]
+  cells = _markdown_cells(md)
   assert cells[0] == ["aggregator \\ attack", "ALIE", "SF", "worst case"]
   assert cells[2] == ["Krum", "25.00 ± 5.00", "30.00 ± 20.00",
                       "25.00 ± 5.00 (ALIE)"]
